@@ -163,6 +163,7 @@ class Client:
         # is where XSOAR puts the system proxy. proxy=False: never use a proxy.
         handlers.append(urllib.request.ProxyHandler() if proxy else urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
+        self.last_headers: dict[str, str] = {}  # headers of the last successful response
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -242,7 +243,8 @@ class Client:
                 if 200 <= status < 300:
                     if redelivered and isinstance(payload, dict):
                         self._log(f"{method} {path}: re-sent with a new webhook-id after a replay rejection")
-                    return status, dict(headers.items()) if headers else {}, payload
+                    self.last_headers = dict(headers.items()) if headers else {}
+                    return status, self.last_headers, payload
                 problem = payload if isinstance(payload, dict) else {}
                 if (status == 401 and stable_id and attempt > 1 and not redelivered and is_replay(problem)):
                     # An earlier attempt with this webhook-id reached the server and passed the
