@@ -36,7 +36,7 @@ class CrossLangTest(unittest.TestCase):
         paths = [r.path.split("?")[0] for r in self.fake.requests]
         self.assertEqual(paths, ["/v1/whoami", "/v1/incidents/17/archive", f"/v1/jobs/{job['job_id']}",
                                  "/v1/incidents/17/archives", "/v1/incidents/17/archives/latest/verify"])
-        self.assertTrue(self.fake.requests[1].path.endswith("?wait=true"))
+        self.assertIn("?wait=true", self.fake.requests[1].path)
 
     def test_no_wait_polls(self):
         p = self.run_crosslang("5", "--no-wait")

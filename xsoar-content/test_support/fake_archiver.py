@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARCHIVE_FIELDS = {"reason", "alert_id", "closed_at", "requested_by", "force"}
-_ID_RE = re.compile(r"^(?:INCIDENT-)?([0-9]+)$")
+_ID_RE = re.compile(r"^(?:INCIDENT-)?([1-9][0-9]{0,19})$", re.IGNORECASE)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -242,8 +242,13 @@ class FakeArchiver:
                "progress": {"objects": 0, "bytes": 0}}
         with self.lock:
             self.jobs[job["job_id"]] = job
+        q = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+        if "timeout" in q and not re.match(r"^([1-9][0-9]*s?|[1-4]?[0-9]m|5m)$", q["timeout"]):
+            return self._err(400, "invalid request", {"timeout": "must be a duration between 1s and 5m0s"})
+        if q.get("wait", "false") not in ("true", "false", "1", "0"):
+            return self._err(400, "invalid request", {"wait": "must be true or false"})
         status = 202
-        if "wait=true" in query.split("&") and self.finish_on_wait:
+        if q.get("wait") in ("true", "1") and self.finish_on_wait:
             self._finish(job)
             status = 201
         return status, {"Location": f"/v1/jobs/{job['job_id']}"}, job

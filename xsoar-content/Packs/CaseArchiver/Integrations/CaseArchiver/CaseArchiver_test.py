@@ -84,7 +84,7 @@ class HelpersTest(unittest.TestCase):
         for given, want in (("5", "5"), (5, "5"), ("INCIDENT-5", "5"), ("incident-42", "42"), (" 7 ", "7")):
             with self.subTest(given=given):
                 self.assertEqual(ca.normalize_incident_id(given), want)
-        for bad in ("", None, "abc", "INCIDENT-", "5/../6", "-5", "1.5"):
+        for bad in ("", None, "abc", "INCIDENT-", "5/../6", "-5", "1.5", "0", "007", "1" * 21):
             with self.subTest(bad=bad), self.assertRaises(ca.DemistoException):
                 ca.normalize_incident_id(bad)
 
@@ -175,8 +175,17 @@ class ClientTest(unittest.TestCase):
         status, job = self.client().archive("12", wait=True, force=True)
         self.assertEqual(status, 201)
         self.assertEqual(job["state"], "succeeded")
-        self.assertEqual(self.fake.requests[0].path, "/v1/incidents/12/archive?wait=true")
+        self.assertEqual(self.fake.requests[0].path, "/v1/incidents/12/archive?wait=true&timeout=25s")
         self.assertEqual(json.loads(self.fake.requests[0].body), {"reason": "manual", "force": True})
+
+    def test_archive_wait_timeout_follows_budget(self):
+        c = self.client(timeout=120)
+        c.archive("12", wait=True)
+        self.assertEqual(self.fake.requests[-1].path, "/v1/incidents/12/archive?wait=true", "server default 60s fits")
+        c.archive("12", wait=True, timeout=10)
+        self.assertEqual(self.fake.requests[-1].path, "/v1/incidents/12/archive?wait=true&timeout=8s")
+        c.archive("12", wait=True, timeout=1)
+        self.assertEqual(self.fake.requests[-1].path, "/v1/incidents/12/archive?wait=true&timeout=1s")
 
     def test_get_job_list_and_verify(self):
         c = self.client()
@@ -302,7 +311,8 @@ class CommandsTest(unittest.TestCase):
     """Each command through main(), as XSOAR runs it."""
 
     def setUp(self):
-        self.fake = FakeArchiver(secret=SECRET, tokens={"readtok": ["read"]}).start()
+        self.fake = FakeArchiver(secret=SECRET, tokens={"readtok": ["read"], "admintok": ["admin"],
+                                                        "trigtok": ["trigger"]}).start()
         self.addCleanup(self.fake.stop)
         self.params = {"url": self.fake.url, "credentials": {"identifier": "", "password": SECRET},
                        "insecure": False, "proxy": False, "timeout": "10"}
@@ -333,6 +343,12 @@ class CommandsTest(unittest.TestCase):
         params = dict(self.params, credentials={}, bearer_token={"password": "readtok"})
         msg = self.run_command("test-module", params=params)
         self.assertIn("lacks the role(s) trigger", msg)
+
+    def test_test_module_single_role_tokens(self):
+        for tok in ("admintok", "trigtok"):
+            with self.subTest(tok=tok):
+                params = dict(self.params, credentials={}, bearer_token={"password": tok})
+                self.assertEqual(self.run_command("test-module", params=params), "ok")
 
     def test_archive_incident(self):
         entry = self.run_command("case-archiver-archive-incident",
