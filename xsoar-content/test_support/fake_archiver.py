@@ -194,7 +194,7 @@ class FakeArchiver:
         if len(parts) >= 3 and parts[:2] == ["v1", "incidents"]:
             m = _ID_RE.match(parts[2])
             if not m:
-                return self._err(400, "invalid incident id", {"incident_id": "must be a number or INCIDENT-<n>"})
+                return self._err(422, "invalid request", {"incident_id": "must be a decimal id of 1 to 20 digits, or INCIDENT-<n>"})
             inc = m.group(1)
             rest = parts[3:]
             if method == "POST" and rest == ["archive"]:
@@ -212,7 +212,9 @@ class FakeArchiver:
                     return self._err(404, f"no archive version {rest[1]}")
                 res = self.verify_result or {"status": "ok", "checked": v["objects"], "ok": v["objects"],
                                              "missing": [], "mismatched": [], "unexpected": []}
-                return 200, {}, dict({"incident_id": inc, "version": v["version"]}, **res)
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                return 200, {}, dict({"incident_id": inc, "version": v["version"], "bytes": v["bytes"],
+                                      "verified_at": now}, **res)
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "jobs"]:
             job = self.jobs.get(parts[2])
             if not job:
@@ -231,9 +233,9 @@ class FakeArchiver:
             return self._err(400, "body must be an object")
         unknown = set(req) - ARCHIVE_FIELDS
         if unknown:
-            return self._err(400, "invalid request", {k: "unknown field" for k in sorted(unknown)})
+            return self._err(422, "invalid request", {k: "unknown field" for k in sorted(unknown)})
         if req.get("closed_at") and not _RFC3339.match(req["closed_at"]):
-            return self._err(400, "invalid request", {"closed_at": "must be RFC 3339"})
+            return self._err(422, "invalid request", {"closed_at": "must be RFC 3339"})
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         job = {"job_id": uuid.uuid4().hex, "incident_id": inc, "state": "queued", "attempts": 0, "created_at": now,
                "request": {"reason": req.get("reason", ""), "alert_id": req.get("alert_id", ""),
@@ -244,9 +246,9 @@ class FakeArchiver:
             self.jobs[job["job_id"]] = job
         q = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
         if "timeout" in q and not re.match(r"^([1-9][0-9]*s?|[1-4]?[0-9]m|5m)$", q["timeout"]):
-            return self._err(400, "invalid request", {"timeout": "must be a duration between 1s and 5m0s"})
+            return self._err(422, "invalid request", {"timeout": "must be a duration between 1s and 5m0s"})
         if q.get("wait", "false") not in ("true", "false", "1", "0"):
-            return self._err(400, "invalid request", {"wait": "must be true or false"})
+            return self._err(422, "invalid request", {"wait": "must be true or false"})
         status = 202
         if q.get("wait") in ("true", "1") and self.finish_on_wait:
             self._finish(job)
@@ -258,7 +260,7 @@ class FakeArchiver:
             if job["state"] in ("succeeded", "failed"):
                 return
             inc = job["incident_id"]
-            version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{len(self.archives.get(inc, [])) + 1}"
+            version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
             result = {"version": version, "manifest_path": f"incidents/{inc}/{version}/manifest.json",
                       "skipped": False, "objects": 3, "bytes": 1234, "incomplete": []}
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -266,12 +268,12 @@ class FakeArchiver:
                        progress={"objects": 3, "bytes": 1234})
             self.archives.setdefault(inc, []).append(
                 {"version": version, "complete": True, "started_at": now, "finished_at": now, "objects": 3,
-                 "bytes": 1234, "manifest_path": result["manifest_path"]})
+                 "bytes": 1234, "manifest_path": result["manifest_path"], "reason": job["request"]["reason"]})
 
     @staticmethod
     def _err(status, detail, errors=None):
         p = {"type": "about:blank", "title": {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                                              404: "Not Found"}.get(status, "Error"), "status": status,
+                                              404: "Not Found", 422: "Unprocessable Entity"}.get(status, "Error"), "status": status,
              "detail": detail}
         if errors:
             p["errors"] = errors

@@ -206,7 +206,7 @@ class ClientTest(unittest.TestCase):
     def test_validation_error_is_not_retried_and_readable(self):
         with self.assertRaises(ca.ApiError) as cm:
             self.client().archive("1", closed_at="yesterday")
-        self.assertEqual(cm.exception.status, 400)
+        self.assertEqual(cm.exception.status, 422)
         self.assertIn("closed_at: must be RFC 3339", str(cm.exception))
         self.assertEqual(len(self.fake.requests), 1)
 
