@@ -503,6 +503,9 @@ func (s *Sim) context(id string, body []byte) answer {
 		return errAnswer(http.StatusBadRequest, "Could not find investigations", "Could not find investigations with id ["+id+"]")
 	}
 	q := strings.TrimSpace(req.Query)
+	if q == "" {
+		q = "${.}"
+	}
 	if !strings.HasPrefix(q, "${") || !strings.HasSuffix(q, "}") {
 		return badJSON(fmt.Errorf("query must be a DT expression ${...}"))
 	}

@@ -391,18 +391,34 @@ func (s *Sim) Incidents() []string {
 }
 
 // Truth returns the ground truth of an incident (zero IncidentTruth when unknown). SHA-256 sums
-// are computed on first use by streaming the file.
+// are computed on first use by streaming the file (about a second per GiB).
 func (s *Sim) Truth(id string) IncidentTruth {
+	t, _ := s.truth(id, true)
+	return t
+}
+
+// Files returns the file entries of an incident like Truth does, without computing SHA-256 sums:
+// cheap even for 1 GiB files.
+func (s *Sim) Files(id string) []FileTruth {
+	var out []FileTruth
+	t, order := s.truth(id, false)
+	for _, invID := range order {
+		out = append(out, t.Investigations[invID].Files...)
+	}
+	return out
+}
+
+func (s *Sim) truth(id string, hash bool) (IncidentTruth, []string) {
 	s.mu.Lock()
 	inc := s.byID[id]
 	if inc == nil {
 		s.mu.Unlock()
-		return IncidentTruth{}
+		return IncidentTruth{}, nil
 	}
 	t := IncidentTruth{ID: inc.id, Status: inc.status, Created: inc.created, Modified: inc.modified,
 		AlertIDs: slices.Clone(inc.alerts), AlertsTotal: len(inc.alerts), AlertsReturned: min(len(inc.alerts), 1000),
 		Investigations: map[string]InvestigationTruth{}}
-	var files []*file
+	order := slices.Clone(inc.invs)
 	for _, invID := range inc.invs {
 		inv := s.invs[invID]
 		it := InvestigationTruth{Entries: len(inv.entries), ContextKeys: inv.context}
@@ -410,19 +426,21 @@ func (s *Sim) Truth(id string) IncidentTruth {
 			if e.file != nil {
 				it.Files = append(it.Files, FileTruth{EntryID: e.file.entryID, Name: e.file.name, Size: e.file.size,
 					Missing: e.file.missing, AlwaysFail: e.file.alwaysFail})
-				files = append(files, e.file)
 			}
 		}
 		t.Investigations[invID] = it
 	}
 	s.mu.Unlock()
+	if !hash {
+		return t, order
+	}
 	for invID, it := range t.Investigations {
 		for i := range it.Files {
 			it.Files[i].SHA256 = s.fileSHA(s.lookupFile(it.Files[i].EntryID))
 		}
 		t.Investigations[invID] = it
 	}
-	return t
+	return t, order
 }
 
 func (s *Sim) lookupFile(entryID string) *file {
