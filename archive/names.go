@@ -35,7 +35,7 @@ var reserved = map[string]bool{
 }
 
 // SafeName turns a tenant-supplied name into one safe object-key segment: no separators, no control
-// characters, no invalid UTF-8, no "." or ".." and no leading dot, no reserved device names, at most
+// characters, no invalid UTF-8 or U+FFFD, no "." or ".." and no leading dot, no reserved device names, at most
 // maxNameBytes bytes with the extension kept where possible. The original is kept in the manifest;
 // collisions are impossible because every file lives in its own entry-id folder.
 func SafeName(name string) string {
@@ -43,7 +43,7 @@ func SafeName(name string) string {
 	for i := 0; i < len(name); {
 		r, size := utf8.DecodeRuneInString(name[i:])
 		switch {
-		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0,
+		case r == utf8.RuneError, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0,
 			r == '/', r == '\\', r == ':', r == '*', r == '?', r == '"', r == '<', r == '>', r == '|',
 			r == 0x2028, r == 0x2029, r == 0xfeff:
 			b.WriteByte('_')

@@ -194,6 +194,8 @@ func (a *Archiver) Verify(ctx context.Context, incidentID, version string) (Veri
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			rep.Missing = append(rep.Missing, o.Path)
+		case errors.Is(err, store.ErrIntegrity):
+			rep.Mismatched = append(rep.Mismatched, o.Path) // the store's own checksum caught it first
 		case err != nil:
 			return VerifyReport{}, fmt.Errorf("archive: verify %s/%s: %w", incidentID, v, err)
 		case n != o.Size || sum != o.SHA256 || crcString(crc) != o.CRC32C:
