@@ -79,7 +79,7 @@ func BenchmarkDownload1GiB(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				err := c.Download(b.Context(), entry, func(m fetch.FileMeta, r io.Reader) error {
-					var w io.Writer = io.Discard
+					w := io.Writer(io.Discard)
 					h := sha256.New()
 					if verify {
 						w = h

@@ -272,7 +272,17 @@ func (c *Client) GetRiskyUsers(ctx context.Context) (RiskyUsers, error) {
 	reply, err := c.postJSON(ctx, op, c.public+"/get_risky_users", map[string]any{}, true, false)
 	var ae *APIError
 	if errors.As(err, &ae) && ae.moduleDisabled() {
-		raw, _ := json.Marshal(map[string]any{"reply": map[string]any{"err_code": ae.Code, "err_msg": ae.Msg, "err_extra": ae.Extra}})
+		type apiErr struct {
+			Code  int    `json:"err_code"`
+			Msg   string `json:"err_msg"`
+			Extra string `json:"err_extra"`
+		}
+		raw, err := json.Marshal(struct {
+			Reply apiErr `json:"reply"`
+		}{apiErr{ae.Code, ae.Msg, ae.Extra}})
+		if err != nil {
+			return RiskyUsers{}, fmt.Errorf("fetch: %s: %w", op, err)
+		}
 		return RiskyUsers{Raw: raw, Enabled: false}, nil
 	}
 	if err != nil {

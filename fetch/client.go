@@ -244,7 +244,7 @@ func (c *Client) retry(ctx context.Context, cl call, handle func(*http.Response)
 		wait := c.backoff(attempt)
 		var ae *APIError
 		if errors.As(err, &ae) && ae.retryAfter > 0 {
-			wait = ae.retryAfter + time.Duration(mrand.Int64N(int64(c.cfg.RetryBaseDelay)+1))
+			wait = ae.retryAfter + time.Duration(mrand.Int64N(int64(c.cfg.RetryBaseDelay)+1)) //nolint:gosec // jitter, not a secret
 		}
 		if time.Since(start)+wait > c.cfg.MaxRetryWait {
 			return err
@@ -273,7 +273,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 	}
 	d = min(d, c.cfg.MaxBackoff)
 	half := d / 2
-	return half + time.Duration(mrand.Int64N(int64(half)+1))
+	return half + time.Duration(mrand.Int64N(int64(half)+1)) //nolint:gosec // jitter, not a secret
 }
 
 // once performs one attempt: in-flight slot, rate tokens, fresh auth headers, send, classify.
@@ -336,7 +336,7 @@ func (c *Client) once(ctx context.Context, cl call, handle func(*http.Response) 
 		}
 		return &transportError{err: err}
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if cl.stream {
 		timer.Stop()
 	}

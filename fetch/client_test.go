@@ -349,7 +349,7 @@ func TestSearchFilters(t *testing.T) {
 			}
 			stop := errors.New("stop")
 			n := 0
-			if err := c.SearchIncidents(t.Context(), fetch.SearchFilter{}, func(fetch.Incident) error { n++; return stop }); err != stop || n != 1 {
+			if err := c.SearchIncidents(t.Context(), fetch.SearchFilter{}, func(fetch.Incident) error { n++; return stop }); !errors.Is(err, stop) || err.Error() != "stop" || n != 1 {
 				t.Errorf("callback error: %v after %d", err, n)
 			}
 		})
@@ -405,11 +405,13 @@ func TestRetries(t *testing.T) {
 		{"5xx then success", cortexsim.EPGetIncidents, cortexsim.Faults{ErrorRate: 1, Count: 2}, false, 6, 3, nil},
 		{"5xx then success advanced fresh nonce", cortexsim.EPGetIncidents, cortexsim.Faults{ErrorRate: 1, Count: 3}, true, 6, 4, nil},
 		{"5xx exhausted", cortexsim.EPGetIncidents, cortexsim.Faults{ErrorRate: 1}, false, 3, 3, func(t *testing.T, r result) {
+			t.Helper()
 			if !fetch.Retryable(r.err) || !errors.Is(r.err, fetch.ErrUpstream) || errors.Is(r.err, fetch.ErrNotFound) {
 				t.Errorf("want retryable upstream error, got %v", r.err)
 			}
 		}},
 		{"429 exhausted", cortexsim.EPExtraData, cortexsim.Faults{RateLimitRate: 1}, false, 2, 2, func(t *testing.T, r result) {
+			t.Helper()
 			if !errors.Is(r.err, fetch.ErrRateLimited) || !fetch.Retryable(r.err) {
 				t.Errorf("want rate limited, got %v", r.err)
 			}
@@ -564,7 +566,7 @@ func TestDownloadErrors(t *testing.T) {
 	own := errors.New("disk full")
 	calls = 0
 	err = c.Download(ctx, files[1].EntryID, func(fetch.FileMeta, io.Reader) error { calls++; return own })
-	if err != own || calls != 1 {
+	if !errors.Is(err, own) || err.Error() != own.Error() || calls != 1 {
 		t.Errorf("callback error: got %v after %d calls", err, calls)
 	}
 
@@ -583,6 +585,7 @@ func TestDownloadErrors(t *testing.T) {
 func TestRateLimitSharedByConcurrentCallers(t *testing.T) {
 	t.Parallel()
 	run := func(t *testing.T, clientRPS float64, clientExtra int) cortexsim.Stats {
+		t.Helper()
 		// Small buckets make the check strict: the client may bunch at most a few requests.
 		sim, c := newPair(t, cortexsim.Options{Seed: 17, RequestsPerSecond: 400, RateBurst: 20, ExtraDataPerMinute: 3000, ExtraDataBurst: 5},
 			func(c *fetch.Config) {
@@ -668,7 +671,7 @@ func TestKeyNeverInErrors(t *testing.T) {
 	const key = "S3CRET-KEY-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789-abcdefghijklmnopqrstuvwxyz-XYZ"
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
-		fmt.Fprintf(w, `{"reply":{"err_code":500,"err_msg":"bad key %s","err_extra":"header was %s"}}`, r.Header.Get("Authorization"), r.Header.Get("Authorization"))
+		_, _ = fmt.Fprintf(w, `{"reply":{"err_code":500,"err_msg":"bad key %s","err_extra":"header was %s"}}`, r.Header.Get("Authorization"), r.Header.Get("Authorization"))
 	}))
 	t.Cleanup(echo.Close)
 	sim := cortexsim.New(cortexsim.Options{Seed: 19})

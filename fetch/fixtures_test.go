@@ -43,6 +43,7 @@ func TestFixturesDecode(t *testing.T) {
 	ms := func(v int64) time.Time { return time.UnixMilli(v).UTC() }
 	checks := map[string]func(t *testing.T, b []byte){
 		"demisto_content_cortexxdrir_get_incidents_list.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			var w struct {
 				TotalCount flexInt           `json:"total_count"`
 				Incidents  []json.RawMessage `json:"incidents"`
@@ -68,6 +69,7 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"ebarti_xdr_client_get_incidents_response.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			var w struct {
 				Incidents []json.RawMessage `json:"incidents"`
 			}
@@ -80,6 +82,7 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"demisto_content_cortexxdrir_get_incident_extra_data.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			x, err := decodeExtraData(replyOf(t, b))
 			if err != nil {
 				t.Fatal(err)
@@ -89,6 +92,7 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"ebarti_xdr_client_get_incident_extra_data_response.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			x, err := decodeExtraData(replyOf(t, b))
 			if err != nil {
 				t.Fatal(err)
@@ -98,6 +102,7 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"demisto_content_cortexxdrir_get_multiple_incidents_extra_data.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			var w struct {
 				Incidents []json.RawMessage `json:"incidents"`
 			}
@@ -118,18 +123,21 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"demisto_content_coreir_list_risky_users.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			r, err := decodeRiskyUsers(replyOf(t, b))
 			if err != nil || r.Count != 4 || !r.Enabled {
 				t.Errorf("got %+v, %v", r.Count, err)
 			}
 		},
 		"demisto_content_coreir_get_risk_score_single_user.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			r, err := decodeRiskyUsers(replyOf(t, b))
 			if err != nil || r.Count != 1 {
 				t.Errorf("got %+v, %v", r.Count, err)
 			}
 		},
 		"demisto_content_xdr_public_api_error_500_body.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			e := parseAPIError("op", 500, nil, b, func(s string) string { return s })
 			want := &APIError{Op: "op", Status: 500, Code: 500, Msg: "An error occurred while processing XDR public API",
 				Extra: "All hashes have already been added to the allow or block list"}
@@ -141,6 +149,7 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"demisto_content_xsoar_investigation_with_file_entry_from_upload_test.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			var w struct {
 				ID           flexString        `json:"id"`
 				Entries      []json.RawMessage `json:"entries"`
@@ -163,6 +172,7 @@ func TestFixturesDecode(t *testing.T) {
 			}
 		},
 		"demisto_py_swagger_subset_entries_incidents.json": func(t *testing.T, b []byte) {
+			t.Helper()
 			// The request and answer keys the client uses exist in the XSOAR server model.
 			var sw struct {
 				Definitions map[string]struct {

@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -93,7 +94,8 @@ func (s *search) emit(incs []Incident) error {
 
 func (s *search) window(ctx context.Context, f SearchFilter, depth int) error {
 	err := s.windowErr(ctx, f, depth)
-	if fe, ok := err.(*fnError); ok {
+	var fe *fnError
+	if errors.As(err, &fe) {
 		return fe.err
 	}
 	return err

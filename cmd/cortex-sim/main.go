@@ -89,12 +89,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.InfoContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "duration", time.Since(start))
 		})
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *addr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "url=http://%s\nproduct=%s\nkey_id=%s\nkey=%s\nkey_type=%s\nincidents=%d\n",
+	_, _ = fmt.Fprintf(stdout, "url=http://%s\nproduct=%s\nkey_id=%s\nkey=%s\nkey_type=%s\nincidents=%d\n",
 		ln.Addr(), *product, sim.KeyID(), sim.Key(), map[bool]string{false: "standard", true: "advanced"}[*advanced],
 		len(sim.Incidents()))
 

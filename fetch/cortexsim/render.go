@@ -17,13 +17,6 @@ func (s *Sim) idValue(id string) any {
 	return id
 }
 
-func ms(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UnixMilli()
-}
-
 func xsoarTime(t time.Time) string {
 	if t.IsZero() {
 		return xsoarZero

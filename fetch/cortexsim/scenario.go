@@ -256,7 +256,7 @@ func mimeOf(name string) string {
 func (s *Sim) rngFor(purpose, id string) *mrand.Rand {
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, purpose+"/"+id)
-	return mrand.New(mrand.NewPCG(uint64(s.o.Seed), h.Sum64()))
+	return mrand.New(mrand.NewPCG(uint64(s.o.Seed), h.Sum64())) //nolint:gosec // deterministic scenario data
 }
 
 // ScenarioOptions shapes Generate.

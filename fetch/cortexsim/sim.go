@@ -175,7 +175,7 @@ func New(o Options) *Sim {
 		nextAlert: 1000001,
 		risky:     -1,
 		faults:    make(map[string]*faultState),
-		rng:       mrand.New(mrand.NewPCG(uint64(o.Seed), 0x5eed)),
+		rng:       mrand.New(mrand.NewPCG(uint64(o.Seed), 0x5eed)), //nolint:gosec // reproducible fault rolls
 		nonces:    make(map[string]time.Time),
 	}
 	if s.now == nil {
@@ -322,7 +322,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ep == EPDownload {
 		wantMethod = http.MethodGet
 	}
-	if r.Method != wantMethod && !(ep == EPDownload && r.Method == http.MethodHead) {
+	if r.Method != wantMethod && (ep != EPDownload || r.Method != http.MethodHead) {
 		w.Header().Set("Allow", wantMethod)
 		s.writeError(w, public, http.StatusMethodNotAllowed, "Method Not Allowed", r.Method+" "+r.URL.Path)
 		return
@@ -548,7 +548,11 @@ func (s *Sim) writeError(w http.ResponseWriter, public bool, status int, msg, ex
 		body = map[string]any{"id": strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_")),
 			"status": status, "title": msg, "detail": extra, "error": extra, "encrypted": false, "multires": nil}
 	}
-	b, _ := json.Marshal(body)
+	b, err := json.Marshal(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
