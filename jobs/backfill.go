@@ -148,7 +148,7 @@ func (r *backfillRun) status() BackfillStatus {
 func NewBackfill(cfg BackfillConfig) (*Backfill, error) {
 	var errs []error
 	if cfg.Searcher == nil || cfg.Currency == nil || cfg.Queue == nil || cfg.Store == nil || cfg.Logger == nil {
-		errs = append(errs, errors.New("Searcher, Currency, Queue, Store and Logger are required"))
+		errs = append(errs, errors.New("missing Searcher, Currency, Queue, Store or Logger"))
 	}
 	setDefault(&cfg.Concurrency, 8)
 	setDefault(&cfg.MaxDryRunIDs, 10_000)

@@ -73,26 +73,26 @@ func (c *CloudTasksConfig) setDefaults() error {
 	var errs []error
 	for name, v := range map[string]string{"Queue": c.Queue, "TargetURL": c.TargetURL, "ServiceAccount": c.ServiceAccount} {
 		if v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", name))
+			errs = append(errs, fmt.Errorf("missing %s", name))
 		}
 	}
 	if c.Queue != "" && !queueName.MatchString(c.Queue) {
-		errs = append(errs, fmt.Errorf("Queue %q is not projects/<p>/locations/<l>/queues/<q>", c.Queue))
+		errs = append(errs, fmt.Errorf("queue %q is not projects/<p>/locations/<l>/queues/<q>", c.Queue))
 	}
 	if c.TargetURL != "" && !strings.HasPrefix(c.TargetURL, "https://") && !strings.HasPrefix(c.TargetURL, "http://") {
-		errs = append(errs, fmt.Errorf("TargetURL %q is not an http(s) URL", c.TargetURL))
+		errs = append(errs, fmt.Errorf("target URL %q is not an http(s) URL", c.TargetURL))
 	}
 	if c.Client == nil {
-		errs = append(errs, errors.New("Client is required"))
+		errs = append(errs, errors.New("missing Client"))
 	}
 	if c.Store == nil {
-		errs = append(errs, errors.New("Store is required"))
+		errs = append(errs, errors.New("missing Store"))
 	}
 	if c.Runner == nil {
-		errs = append(errs, errors.New("Runner is required"))
+		errs = append(errs, errors.New("missing Runner"))
 	}
 	if c.Logger == nil {
-		errs = append(errs, errors.New("Logger is required"))
+		errs = append(errs, errors.New("missing Logger"))
 	}
 	if c.Audience == "" {
 		c.Audience = c.TargetURL
@@ -109,7 +109,7 @@ func (c *CloudTasksConfig) setDefaults() error {
 		c.Now = time.Now
 	}
 	if c.DispatchDeadline < 15*time.Second || c.DispatchDeadline > 30*time.Minute {
-		errs = append(errs, errors.New("DispatchDeadline must be between 15s and 30m"))
+		errs = append(errs, errors.New("dispatch deadline must be between 15s and 30m"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("jobs: cloud tasks config: %w", err)

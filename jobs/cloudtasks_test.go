@@ -194,7 +194,7 @@ func TestCloudTasksSubmitErrors(t *testing.T) {
 		t.Errorf("Submit of an oversized request: err = %v, want ErrInvalid", err)
 	}
 	if _, err := NewCloudTasks(CloudTasksConfig{Client: client, Queue: "archive", TargetURL: "x", Store: newMemStore(), Runner: okRunner(), Logger: testLogger(t)}); err == nil ||
-		!strings.Contains(err.Error(), "ServiceAccount is required") || !strings.Contains(err.Error(), "Queue \"archive\"") || !strings.Contains(err.Error(), "TargetURL") {
+		!strings.Contains(err.Error(), "missing ServiceAccount") || !strings.Contains(err.Error(), "queue \"archive\"") || !strings.Contains(err.Error(), "target URL") {
 		t.Errorf("NewCloudTasks with bad config: err = %v; want every problem listed", err)
 	}
 }

@@ -164,8 +164,7 @@ func okRunner() *runnerFunc {
 	})
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	t.Helper()
+func testLogger(testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 

@@ -173,7 +173,7 @@ func getJSON(ctx context.Context, rs RecordStore, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", key, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(io.LimitReader(rc, maxRecordBytes))
 	if err != nil {
 		return fmt.Errorf("read %s: %w", key, err)

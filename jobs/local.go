@@ -53,13 +53,13 @@ type LocalConfig struct {
 func (c *LocalConfig) setDefaults() error {
 	var errs []error
 	if c.Store == nil {
-		errs = append(errs, errors.New("Store is required"))
+		errs = append(errs, errors.New("missing Store"))
 	}
 	if c.Runner == nil {
-		errs = append(errs, errors.New("Runner is required"))
+		errs = append(errs, errors.New("missing Runner"))
 	}
 	if c.Logger == nil {
-		errs = append(errs, errors.New("Logger is required"))
+		errs = append(errs, errors.New("missing Logger"))
 	}
 	if c.Retryable == nil {
 		c.Retryable = func(error) bool { return false }
@@ -77,7 +77,7 @@ func (c *LocalConfig) setDefaults() error {
 		c.Now = time.Now
 	}
 	if c.Workers < 0 || c.MaxAttempts < 0 || c.MaxStarts < 0 || c.BackoffBase < 0 || c.BackoffMax < c.BackoffBase {
-		errs = append(errs, errors.New("Workers, MaxAttempts, MaxStarts and backoff must be positive, BackoffMax >= BackoffBase"))
+		errs = append(errs, errors.New("negative Workers, MaxAttempts, MaxStarts or backoff, or BackoffMax < BackoffBase"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("jobs: config: %w", err)
@@ -542,7 +542,7 @@ func backoff(base, limit time.Duration, attempt int) time.Duration {
 			d = e
 		}
 	}
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter needs no cryptographic randomness
 }
 
 // finish records j's outcome in the store (durably first, so that a Wait that returns has its

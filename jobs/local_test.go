@@ -338,7 +338,7 @@ func TestLocalResumesAfterCrash(t *testing.T) {
 	// First life: the first `quick` incidents archive at once, the rest hang until cancelled.
 	r1 := newRunner(func(ctx context.Context, req archive.Request, p *archive.Progress) (archive.Result, error) {
 		var n int
-		fmt.Sscanf(req.IncidentID, "inc-%d", &n)
+		_, _ = fmt.Sscanf(req.IncidentID, "inc-%d", &n)
 		if n < quick {
 			return archive.Result{Version: "v1"}, nil
 		}
