@@ -36,20 +36,34 @@ import (
 // object in memory and rehashes the whole object on each chunk, which would
 // dominate both time and memory.) The local backend writes to b.TempDir(),
 // fsync included.
+//
+// Measured on the development VM (2 vCPU AMD EPYC, go1.26.8, default
+// Options: ChunkSize 8 MiB; peak-heap-growth = max HeapInuse during the
+// loop minus HeapInuse after a GC before it):
+//
+//	backend/size     MB/s      B/op   allocs/op  peak-heap-growth
+//	gcs/1MiB          145-170   1.6 MB      304   25 MiB (GC headroom over the 8 MiB pooled buffer)
+//	gcs/64MiB         764-798   9.4 MB      752   33-41 MiB
+//	gcs/1GiB              503  12.0 MB     7716   26 MiB
+//	local/1MiB         84-132  12.5 kB       54   0.35 MiB (fsync-bound)
+//	local/64MiB       452-498  63 kB        137   0.6 MiB
+//	local/1GiB            489  205 kB      1474   0.6 MiB
 func BenchmarkCreate(b *testing.B) {
 	for _, be := range []struct {
 		name string
 		open func(b *testing.B) *Store
 	}{
 		{"gcs", func(b *testing.B) *Store {
+			b.Helper()
 			c, err := storage.NewClient(b.Context(), option.WithHTTPClient(&http.Client{Transport: &discardGCS{}}), option.WithoutAuthentication())
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() { c.Close() })
+			b.Cleanup(func() { _ = c.Close() })
 			return NewGCS(c, "bench", "p", Options{})
 		}},
 		{"local", func(b *testing.B) *Store {
+			b.Helper()
 			s, err := NewLocal(b.TempDir(), Options{})
 			if err != nil {
 				b.Fatal(err)
@@ -70,7 +84,9 @@ func BenchmarkCreate(b *testing.B) {
 					}
 					if lb, ok := s.b.(*localBackend); ok && size >= 64<<20 {
 						b.StopTimer() // keep the disk footprint small
-						os.Remove(lb.objPath(key))
+						if err := os.Remove(lb.objPath(key)); err != nil {
+							b.Fatal(err)
+						}
 						b.StartTimer()
 					}
 				}
@@ -170,7 +186,7 @@ type discardSession struct {
 }
 
 func (d *discardGCS) RoundTrip(req *http.Request) (*http.Response, error) {
-	defer req.Body.Close()
+	defer func() { _ = req.Body.Close() }()
 	q := req.URL.Query()
 	switch {
 	case q.Get("upload_id") != "":
@@ -283,7 +299,7 @@ func TestDiscardGCS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
 	s := NewGCS(c, "bench", "p", Options{ChunkSize: 256 << 10})
 	for _, n := range []int64{0, 1000, 256 << 10, 700 << 10} {
 		w, err := s.Create(t.Context(), fmt.Sprint(n), newPatternReader(n), WriteOptions{})

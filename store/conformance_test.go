@@ -37,13 +37,13 @@ var backends = []testBackend{
 	{name: "local", new: newLocalStore},
 }
 
-func newFakeServer(t testing.TB) *fakestorage.Server {
-	t.Helper()
+func newFakeServer(tb testing.TB) *fakestorage.Server {
+	tb.Helper()
 	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{NoListener: true})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
+	tb.Cleanup(srv.Stop)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: testBucket})
 	return srv
 }
@@ -52,7 +52,7 @@ func newFakeGCSStore(t *testing.T, o Options) *Store {
 	t.Helper()
 	srv := newFakeServer(t)
 	c := srv.Client()
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	o.Logger = testLogger(t)
 	return NewGCS(c, testBucket, "pre/fix", o)
 }
@@ -68,8 +68,9 @@ func newLocalStore(t *testing.T, o Options) *Store {
 }
 
 // testLogger writes store log lines to t.Log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+func testLogger(tb testing.TB) *slog.Logger {
+	tb.Helper()
+	return slog.New(slog.NewTextHandler(tWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 type tWriter struct{ t testing.TB }
@@ -99,7 +100,7 @@ func readAll(t *testing.T, s *Store, key string) []byte {
 	if err != nil {
 		t.Fatalf("Open(%q): %v", key, err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatalf("read %q: %v", key, err)
@@ -139,6 +140,7 @@ func TestConformance(t *testing.T) {
 }
 
 func runConformance(t *testing.T, tb testBackend) {
+	t.Helper()
 	t.Run("RoundTrip", func(t *testing.T) {
 		t.Parallel()
 		s := tb.new(t, Options{})

@@ -69,7 +69,7 @@ func (ft *faultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		var err error
 		body, err = io.ReadAll(req.Body)
-		req.Body.Close()
+		_ = req.Body.Close()
 		if err != nil {
 			return nil, err
 		}
@@ -102,8 +102,8 @@ func (ft *faultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
 		return nil, reset
 	case corrupt:
 		if len(body) > 0 {
@@ -154,7 +154,7 @@ func newFaultStore(t *testing.T, srv *fakestorage.Server, ft *faultTransport, o 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	o.Logger = testLogger(t)
 	o.RetryInitialBackoff = time.Millisecond
 	o.RetryMaxBackoff = 5 * time.Millisecond
@@ -316,7 +316,7 @@ func TestMapGCSError(t *testing.T) {
 	for _, tt := range tests {
 		got := mapGCSError(tt.err)
 		for _, s := range sentinels {
-			if errors.Is(got, s) != (s == tt.want) {
+			if errors.Is(got, s) != errors.Is(tt.want, s) {
 				t.Errorf("mapGCSError(%v) = %v: errors.Is(%v) = %v", tt.err, got, s, errors.Is(got, s))
 			}
 		}
@@ -325,7 +325,13 @@ func TestMapGCSError(t *testing.T) {
 		}
 	}
 	for _, err := range []error{context.Canceled, gerr(400, "bad request")} {
-		if got := mapGCSError(err); got != err {
+		got := mapGCSError(err)
+		for _, s := range sentinels {
+			if errors.Is(got, s) {
+				t.Errorf("mapGCSError(%v) = %v, want no sentinel", err, got)
+			}
+		}
+		if got.Error() != err.Error() {
 			t.Errorf("mapGCSError(%v) = %v, want unchanged", err, got)
 		}
 	}
@@ -355,7 +361,11 @@ func TestEmulatorHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	if got, want := s.String(), "gs://archive/emu/prefix"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}

@@ -140,8 +140,8 @@ func (l *localBackend) create(ctx context.Context, name string, r io.Reader, o W
 		return Written{}, mapOSError(err)
 	}
 	tmpName := tmp.Name()
-	defer os.Remove(tmpName) // after a successful link this drops the temp name only
-	defer tmp.Close()
+	defer func() { _ = os.Remove(tmpName) }() // after a successful link this drops the temp name only
+	defer func() { _ = tmp.Close() }()        // a second Close after the checked one is harmless
 
 	h := newHasher()
 	bp := copyBufs.Get().(*[]byte)
@@ -151,7 +151,7 @@ func (l *localBackend) create(ctx context.Context, name string, r io.Reader, o W
 		if err != nil {
 			return Written{}, err
 		}
-		h.Write((*bp)[:n])
+		h.add((*bp)[:n])
 		if _, err := tmp.Write((*bp)[:n]); err != nil {
 			return Written{}, mapOSError(err)
 		}
@@ -219,13 +219,13 @@ func (l *localBackend) writeSidecar(name string, sc sidecar) error {
 	if err != nil {
 		return mapOSError(err)
 	}
-	defer os.Remove(f.Name())
+	defer func() { _ = os.Remove(f.Name()) }() // fails harmlessly after the rename
 	if _, err := f.Write(b); err != nil {
-		f.Close()
+		_ = f.Close()
 		return mapOSError(err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return mapOSError(err)
 	}
 	if err := f.Close(); err != nil {
@@ -280,10 +280,10 @@ type verifyingReader struct {
 func (v *verifyingReader) Read(p []byte) (int, error) {
 	n, err := v.f.Read(p)
 	v.crc = crc32.Update(v.crc, castagnoli, p[:n])
-	if err == io.EOF && v.crc != v.want {
+	if errors.Is(err, io.EOF) && v.crc != v.want {
 		return n, fmt.Errorf("store: read %q: %w: content crc32c %08x, recorded %08x", v.name, ErrIntegrity, v.crc, v.want)
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		err = fmt.Errorf("store: read %q: %w", v.name, mapOSError(err))
 	}
 	return n, err
@@ -300,7 +300,7 @@ func (l *localBackend) open(ctx context.Context, name string) (io.ReadCloser, er
 		return nil, mapOSError(err)
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	sc, err := l.readSidecar(name)
@@ -349,7 +349,7 @@ func (l *localBackend) recompute(ctx context.Context, name string, fi fs.FileInf
 	if err != nil {
 		return sidecar{}, mapOSError(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	h := newHasher()
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -384,7 +384,7 @@ func (l *localBackend) readDir(dir string) ([]dirEntry, error) {
 		}
 		return nil, mapOSError(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var out []dirEntry
 	for {
 		batch, err := f.ReadDir(l.pageSize)

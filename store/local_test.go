@@ -100,7 +100,7 @@ func TestLocalDetectsBitrot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	if _, err := io.ReadAll(rc); !errors.Is(err, ErrIntegrity) {
 		t.Errorf("reading a modified object: %v, want ErrIntegrity", err)
 	}
