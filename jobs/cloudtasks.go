@@ -305,7 +305,7 @@ func retryable(err error) error { return &retryableError{err: err} }
 func (q *CloudTasks) Execute(ctx context.Context, body []byte) error {
 	var tb taskBody
 	if err := json.Unmarshal(body, &tb); err != nil {
-		return fmt.Errorf("jobs: execute: decode task body: %w", err)
+		return fmt.Errorf("jobs: execute: %w: decode task body: %w", ErrInvalid, err)
 	}
 	if !validID(tb.JobID) {
 		return fmt.Errorf("jobs: execute: %w: bad job id %q", ErrInvalid, tb.JobID)
