@@ -278,17 +278,11 @@ func (c *Client) backoff(attempt int) time.Duration {
 
 // once performs one attempt: in-flight slot, rate tokens, fresh auth headers, send, classify.
 func (c *Client) once(ctx context.Context, cl call, handle func(*http.Response) error) error {
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	release, err := c.acquire(ctx, cl.extra)
+	if err != nil {
+		return err
 	}
-	defer func() { <-c.sem }()
-	if cl.extra && c.extra != nil {
-		if err := c.extra.Wait(ctx); err != nil {
-			return err
-		}
-	}
+	defer release()
 	if c.limiter != nil {
 		if err := c.limiter.Wait(ctx); err != nil {
 			return err
@@ -349,6 +343,38 @@ func (c *Client) once(ctx context.Context, cl call, handle func(*http.Response) 
 		return &transportError{err: fmt.Errorf("no complete answer within %s: %w", c.cfg.RequestTimeout, err)}
 	}
 	return err
+}
+
+// acquire takes an in-flight slot and, for extra-data calls, an extra-data token. A caller whose
+// token is not due yet gives the slot back while it waits, so calls queued on the slow extra-data
+// bucket never hold slots other calls need; the token is taken only with a slot in hand, right
+// before the tenant-wide wait, so extra-data requests leave at the pace of their tokens.
+func (c *Client) acquire(ctx context.Context, extra bool) (release func(), err error) {
+	release = func() { <-c.sem }
+	for {
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !extra || c.extra == nil {
+			return release, nil
+		}
+		r := c.extra.Reserve()
+		d := r.Delay()
+		if d == 0 {
+			return release, nil
+		}
+		r.Cancel()
+		release()
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // authorize sets the authentication headers; advanced keys get a fresh nonce and timestamp.

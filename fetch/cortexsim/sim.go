@@ -117,6 +117,7 @@ type Faults struct {
 type Stats struct {
 	Requests           map[string]int // per endpoint, every routed request
 	Violations         int            // 429s answered because a real limit was exceeded
+	ViolationsByLimit  map[string]int // the same by limit: "tenant", "extra_data"
 	Injected           map[string]int // injected faults: "error", "rate_limit", "reset", "truncate", "slow"
 	AuthFailures       int
 	AuthFailureReasons map[string]int // "key", "key_id", "nonce_replay", "clock_skew", "headers"
@@ -251,6 +252,7 @@ func (s *Sim) Stats() Stats {
 	st.Requests = cloneMap(s.stats.Requests)
 	st.Injected = cloneMap(s.stats.Injected)
 	st.AuthFailureReasons = cloneMap(s.stats.AuthFailureReasons)
+	st.ViolationsByLimit = cloneMap(s.stats.ViolationsByLimit)
 	return st
 }
 
@@ -262,7 +264,8 @@ func (s *Sim) ResetStats() {
 }
 
 func (s *Sim) resetStatsLocked() {
-	s.stats = Stats{Requests: map[string]int{}, Injected: map[string]int{}, AuthFailureReasons: map[string]int{}}
+	s.stats = Stats{Requests: map[string]int{}, Injected: map[string]int{}, AuthFailureReasons: map[string]int{},
+		ViolationsByLimit: map[string]int{}}
 }
 
 func cloneMap(m map[string]int) map[string]int {
@@ -340,9 +343,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Unauthorized access. An issue occurred during authentication. This can indicate an incorrect key, id, or other invalid authentication parameters.")
 		return
 	}
-	if !s.allow(ep) {
+	if limit := s.allow(ep); limit != "" {
 		s.mu.Lock()
 		s.stats.Violations++
+		s.stats.ViolationsByLimit[limit]++
 		s.mu.Unlock()
 		s.writeError(w, public, http.StatusTooManyRequests, "Rate limit exceeded", "Too many requests")
 		return
@@ -435,14 +439,15 @@ func (s *Sim) intn(n int) int {
 	return s.rng.IntN(n)
 }
 
-func (s *Sim) allow(ep string) bool {
+// allow takes the request's tokens and returns the limit it exceeds, or "".
+func (s *Sim) allow(ep string) string {
 	if s.limit != nil && !s.limit.Allow() {
-		return false
+		return "tenant"
 	}
 	if ep == EPExtraData && s.xlimit != nil && !s.xlimit.Allow() {
-		return false
+		return "extra_data"
 	}
-	return true
+	return ""
 }
 
 func (s *Sim) pickFaults(ep string) Faults {
