@@ -137,7 +137,10 @@ func (c *Client) GetEntries(ctx context.Context, investigationID string) (Entrie
 			buf.Write(raw)
 			out.Entries = append(out.Entries, e)
 		}
-		if len(w.Entries) < c.cfg.PageSize || (w.TotalEntries != nil && len(out.Entries) >= out.Total) {
+		// totalEntries decides when present (a tenant may serve smaller pages than asked for); a
+		// short page decides otherwise; an empty page always ends.
+		if len(w.Entries) == 0 || (w.TotalEntries != nil && len(out.Entries) >= out.Total) ||
+			(w.TotalEntries == nil && len(w.Entries) < c.cfg.PageSize) {
 			break
 		}
 		cursor = out.Entries[len(out.Entries)-1].ID

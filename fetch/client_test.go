@@ -359,12 +359,13 @@ func TestSearchFilters(t *testing.T) {
 func TestEntriesPaging(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		entries, pageSize, pages int
-	}{{0, 100, 1}, {1, 100, 1}, {100, 100, 1}, {200, 100, 2}, {250, 100, 3}, {250, 7, 36}}
+		entries, pageSize, serverMax, pages int
+	}{{0, 100, 0, 1}, {1, 100, 0, 1}, {100, 100, 0, 1}, {200, 100, 0, 2}, {250, 100, 0, 3}, {250, 7, 0, 36},
+		{95, 100, 30, 4}} // the tenant serves smaller pages than asked for
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%d_by_%d", tt.entries, tt.pageSize), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d_by_%d_max_%d", tt.entries, tt.pageSize, tt.serverMax), func(t *testing.T) {
 			t.Parallel()
-			sim, c := newPair(t, cortexsim.Options{Product: "xsoar8", Seed: 12}, func(c *fetch.Config) { c.PageSize = tt.pageSize })
+			sim, c := newPair(t, cortexsim.Options{Product: "xsoar8", Seed: 12, MaxPageSize: tt.serverMax}, func(c *fetch.Config) { c.PageSize = tt.pageSize })
 			id := sim.AddIncident(cortexsim.IncidentSpec{EntriesPerInvestigation: tt.entries})
 			es, err := c.GetEntries(t.Context(), id)
 			if err != nil {

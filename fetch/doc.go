@@ -4,7 +4,7 @@
 // the client's limits: a tenant-wide token bucket (Config.RequestsPerSecond, default 10/s, burst 1),
 // a second bucket for get_incident_extra_data (Config.ExtraDataPerMinute, default 10/min, burst 1)
 // and an in-flight cap (Config.MaxConcurrent, default 8). Every HTTP attempt, including retries,
-// takes a slot and a token.
+// takes a slot and a token; a call waiting for an extra-data token does not hold a slot meanwhile.
 //
 // # Products and routes
 //
@@ -29,9 +29,10 @@
 //
 // GetEntries sends {"pageSize": N} and then {"pageSize": N, "lastID": "<id of the last entry
 // received>"}; the tenant answers the entries strictly after lastID, oldest first, with
-// "totalEntries". Paging stops on a short or empty page or once totalEntries entries were read; a
-// cursor that does not advance is an error rather than an endless loop. The simulator in
-// fetch/cortexsim implements the same contract.
+// "totalEntries". Paging stops once totalEntries entries were read (or, without totalEntries, on a
+// short page) and always on an empty page, so a tenant serving smaller pages than asked for is
+// read completely; an entry returned twice (a cursor that does not advance) is an error rather than
+// an endless loop. The simulator in fetch/cortexsim implements the same contract.
 //
 // # Searching
 //

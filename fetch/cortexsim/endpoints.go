@@ -443,7 +443,7 @@ func (s *Sim) investigation(id string, body []byte) answer {
 			return badJSON(fmt.Errorf("bad pageSize"))
 		}
 		if n > 0 {
-			pageSize = min(n, 1000)
+			pageSize = min(n, s.o.MaxPageSize)
 		}
 	}
 	after := 0

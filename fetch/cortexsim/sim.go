@@ -25,7 +25,7 @@
 //
 // # War-room paging
 //
-// The investigation call takes {"pageSize": N (default 100, at most 1000), "lastID": "<entry id>"}
+// The investigation call takes {"pageSize": N (default 100, at most Options.MaxPageSize), "lastID": "<entry id>"}
 // and answers the entries strictly after lastID, oldest first, with "totalEntries". "fromTime"
 // (RFC 3339) keeps entries created at or after it. firstID is ignored.
 //
@@ -94,6 +94,8 @@ type Options struct {
 	Now                func() time.Time
 	Drift              bool   // emit drifted types: numeric ids, "No" booleans, "date_created"
 	Host               string // host used in xdr_url; default "tenant.xdr.example.paloaltonetworks.com"
+	// MaxPageSize caps the war-room pageSize (default 1000; the real cap is undocumented).
+	MaxPageSize int
 	// Lean renders incident objects with only the fields the client reads (id, status, times,
 	// counts): cheap scenarios of tens of thousands of incidents.
 	Lean bool
@@ -160,6 +162,9 @@ func New(o Options) *Sim {
 	}
 	if o.MaxClockSkew == 0 {
 		o.MaxClockSkew = 5 * time.Minute
+	}
+	if o.MaxPageSize <= 0 {
+		o.MaxPageSize = 1000
 	}
 	if o.Host == "" {
 		o.Host = "tenant.xdr.example.paloaltonetworks.com"
