@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -16,16 +17,30 @@ const maxNameBytes = 200
 // Latest is the version alias for the newest complete archive.
 const Latest = "latest"
 
-var versionRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
+var versionRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}$`)
 
 // ValidVersion reports whether v has the shape of a version id.
 func ValidVersion(v string) bool { return versionRE.MatchString(v) }
 
-// newVersion returns a version id that sorts by time and never collides: 20261204T153000Z-1a2b3c4d.
+// versionClock hands out strictly increasing millisecond times, so that versions made by one process
+// sort in the order they were made even within the same millisecond.
+var versionClock struct {
+	sync.Mutex
+	last time.Time
+}
+
+// newVersion returns a version id that sorts by time and never collides: 20261204T153000.123Z-1a2b3c4d.
 func newVersion(now time.Time) string {
+	t := now.UTC().Truncate(time.Millisecond)
+	versionClock.Lock()
+	if !t.After(versionClock.last) {
+		t = versionClock.last.Add(time.Millisecond)
+	}
+	versionClock.last = t
+	versionClock.Unlock()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+	return t.Format("20060102T150405.000Z") + "-" + hex.EncodeToString(b[:])
 }
 
 var reserved = map[string]bool{

@@ -79,7 +79,7 @@ func (f *fakeJobs) Wait(ctx context.Context, id string) (jobs.Job, error) {
 	j := f.jobs[id]
 	if f.finish {
 		j.State, j.Attempts, j.FinishedAt = jobs.StateSucceeded, 1, testNow
-		j.Result = &archive.Result{Version: "20261204T153001Z-0000abcd", ManifestPath: "incidents/" + j.IncidentID + "/20261204T153001Z-0000abcd/manifest.json", Objects: 3, Bytes: 42}
+		j.Result = &archive.Result{Version: "20261204T153001.000Z-0000abcd", ManifestPath: "incidents/" + j.IncidentID + "/20261204T153001.000Z-0000abcd/manifest.json", Objects: 3, Bytes: 42}
 		f.jobs[id] = j
 	}
 	return j, nil
