@@ -281,19 +281,20 @@ func (q *CloudTasks) withProgress(j Job) Job {
 	return j
 }
 
+// ErrRetry matches (errors.Is) every Execute failure that Cloud Tasks should retry.
+var ErrRetry = errors.New("jobs: retry the task later")
+
 // retryableError marks an Execute failure that Cloud Tasks should retry.
 type retryableError struct{ err error }
 
-func (e *retryableError) Error() string { return e.err.Error() }
-func (e *retryableError) Unwrap() error { return e.err }
+func (e *retryableError) Error() string        { return e.err.Error() }
+func (e *retryableError) Unwrap() error        { return e.err }
+func (e *retryableError) Is(target error) bool { return target == ErrRetry }
 
 // IsRetryable reports whether an error from Execute asks for the task to be delivered again: the task
 // handler answers 5xx (503) for it. Any other error is a final failure, already recorded in the job's
 // result; the handler answers 2xx so that Cloud Tasks does not retry.
-func IsRetryable(err error) bool {
-	var r *retryableError
-	return errors.As(err, &r)
-}
+func IsRetryable(err error) bool { return errors.Is(err, ErrRetry) }
 
 func retryable(err error) error { return &retryableError{err: err} }
 
