@@ -585,11 +585,9 @@ func TestDownloadErrors(t *testing.T) {
 // the same limits and must never have to refuse a request.
 func TestRateLimitSharedByConcurrentCallers(t *testing.T) {
 	t.Parallel()
-	run := func(t *testing.T, clientRPS float64, clientExtra int) cortexsim.Stats {
+	run := func(t *testing.T, o cortexsim.Options, clientRPS float64, clientExtra int) cortexsim.Stats {
 		t.Helper()
-		// Buckets tolerate about 250 ms of scheduling jitter between the client's token and the
-		// simulator's check (race detector, parallel tests); an unlimited client overruns them at once.
-		sim, c := newPair(t, cortexsim.Options{Seed: 17, RequestsPerSecond: 120, RateBurst: 30, ExtraDataPerMinute: 1800, ExtraDataBurst: 8},
+		sim, c := newPair(t, o,
 			func(c *fetch.Config) {
 				c.RequestsPerSecond, c.ExtraDataPerMinute, c.MaxAttempts = clientRPS, clientExtra, 1
 			})
@@ -619,7 +617,9 @@ func TestRateLimitSharedByConcurrentCallers(t *testing.T) {
 	}
 	t.Run("limited", func(t *testing.T) {
 		t.Parallel()
-		st := run(t, 120, 1800)
+		// Buckets tolerate about 250 ms of scheduling jitter between the client's token and the
+		// simulator's check (race detector, parallel tests).
+		st := run(t, cortexsim.Options{Seed: 17, RequestsPerSecond: 120, RateBurst: 30, ExtraDataPerMinute: 1800, ExtraDataBurst: 8}, 120, 1800)
 		if st.Violations != 0 || st.Requests["failed"] != 0 {
 			t.Errorf("violations %v, failed calls %d", st.ViolationsByLimit, st.Requests["failed"])
 		}
@@ -629,7 +629,8 @@ func TestRateLimitSharedByConcurrentCallers(t *testing.T) {
 	})
 	t.Run("unlimited client trips the simulator", func(t *testing.T) {
 		t.Parallel()
-		if st := run(t, -1, -1); st.Violations == 0 {
+		// 192 requests against 20/s with a burst of 5: only a client slower than 20/s would pass.
+		if st := run(t, cortexsim.Options{Seed: 17, RequestsPerSecond: 20, RateBurst: 5, ExtraDataPerMinute: 60, ExtraDataBurst: 2}, -1, -1); st.Violations == 0 {
 			t.Errorf("an unlimited client caused no violation: the test would prove nothing")
 		}
 	})
@@ -666,11 +667,11 @@ func TestConcurrencyCap(t *testing.T) {
 	}
 }
 
-// TestExtraDataQueueDoesNotBlockOtherCalls: callers waiting on the 1/s extra-data bucket must not
+// TestExtraDataQueueDoesNotBlockOtherCalls: callers waiting on the 20/min extra-data bucket must not
 // hold the in-flight slots.
 func TestExtraDataQueueDoesNotBlockOtherCalls(t *testing.T) {
 	t.Parallel()
-	sim, c := newPair(t, cortexsim.Options{Seed: 20}, func(c *fetch.Config) { c.ExtraDataPerMinute, c.MaxConcurrent = 60, 2 })
+	sim, c := newPair(t, cortexsim.Options{Seed: 20}, func(c *fetch.Config) { c.ExtraDataPerMinute, c.MaxConcurrent = 20, 2 })
 	id := sim.AddIncident(cortexsim.IncidentSpec{Alerts: 1})
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -682,7 +683,7 @@ func TestExtraDataQueueDoesNotBlockOtherCalls(t *testing.T) {
 	if _, err := c.GetIncident(t.Context(), id); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 500*time.Millisecond {
+	if d := time.Since(start); d > 1500*time.Millisecond { // blocked, it would wait 3 s for a slot
 		t.Errorf("GetIncident waited %v behind queued extra-data calls", d)
 	}
 	cancel()
