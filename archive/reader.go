@@ -246,7 +246,7 @@ func (a *Archiver) SnapshotRiskyUsers(ctx context.Context, requestedBy string) (
 		return Snapshot{}, fmt.Errorf("archive: risky users: %w", err)
 	}
 	snap.SHA256, snap.Size = w.SHA256, w.Size
-	body, _ := json.MarshalIndent(struct {
+	body, err := json.MarshalIndent(struct {
 		Snapshot
 		SchemaVersion int            `json:"schema_version"`
 		TenantHost    string         `json:"tenant_host"`
@@ -255,6 +255,9 @@ func (a *Archiver) SnapshotRiskyUsers(ctx context.Context, requestedBy string) (
 		Object        ManifestObject `json:"object"`
 	}{snap, SchemaVersion, a.tenant.Host(), requestedBy, a.cfg.ToolVersion, ManifestObject{
 		Path: snap.Path, Size: w.Size, SHA256: w.SHA256, CRC32C: crcString(w.CRC32C), ContentType: "application/json"}}, "", "  ")
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("archive: risky users manifest: %w", err)
+	}
 	if _, err := a.store.Create(ctx, snap.ManifestPath, bytes.NewReader(body), store.WriteOptions{ContentType: "application/json"}); err != nil {
 		return Snapshot{}, fmt.Errorf("archive: risky users manifest: %w", err)
 	}

@@ -59,8 +59,10 @@ func (s *server) handleGetManifest() http.HandlerFunc {
 			return err
 		}
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Content-Length", strconv.Itoa(len(m)))
-		_, _ = w.Write(m)
+		_, _ = w.Write(m) //nolint:gosec // a JSON manifest served as application/json with nosniff
+
 		return nil
 	})
 }

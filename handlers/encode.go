@@ -8,10 +8,13 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/go-playground/validator/v10"
 )
+
+var slugRE = regexp.MustCompile(`^[A-Za-z0-9_.-]*$`)
 
 // maxBodyBytes bounds every request body the API decodes. Requests carry references, never case data.
 const maxBodyBytes = 64 << 10
@@ -21,12 +24,7 @@ func newValidator() *validator.Validate {
 	v := validator.New(validator.WithRequiredStructEnabled())
 	// slug: identifiers and reason codes, letters, digits, '_', '-' and '.'.
 	_ = v.RegisterValidation("slug", func(fl validator.FieldLevel) bool {
-		for _, c := range fl.Field().String() {
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
-				return false
-			}
-		}
-		return true
+		return slugRE.MatchString(fl.Field().String())
 	})
 	v.RegisterTagNameFunc(func(f reflect.StructField) string {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")

@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -32,12 +34,8 @@ func traceID(r *http.Request) string {
 }
 
 func isHex(s string) bool {
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	_, err := hex.DecodeString(s)
+	return err == nil
 }
 
 // LogHandler adds the request's trace to every record logged with a request context, under the
@@ -56,7 +54,8 @@ func NewLogHandler(h slog.Handler, project string) *LogHandler {
 func (h *LogHandler) Handle(ctx context.Context, rec slog.Record) error {
 	if id, ok := ctx.Value(traceKey{}).(string); ok && id != "" {
 		if h.project != "" {
-			rec.AddAttrs(slog.String("logging.googleapis.com/trace", "projects/"+h.project+"/traces/"+id))
+			rec.AddAttrs(slog.String("logging.googleapis.com/trace", //nolint:sloglint // Cloud Logging's special key
+				"projects/"+h.project+"/traces/"+id))
 		} else {
 			rec.AddAttrs(slog.String("trace_id", id))
 		}
@@ -108,7 +107,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
 				s.logger.ErrorContext(r.Context(), "panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))

@@ -113,7 +113,7 @@ func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
 	if err := enc.Encode(v); err != nil {
 		buf.Reset()
 		status, contentType = http.StatusInternalServerError, "application/problem+json"
-		_ = json.NewEncoder(&buf).Encode(problem(status, "internal error"))
+		buf.WriteString(`{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"internal error"}`)
 	}
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"casearchiver/fetch"
 	"casearchiver/handlers"
@@ -52,6 +51,22 @@ var envVars = []string{
 
 // secretVars may be given as <NAME>_FILE, a path to a file holding the value (Secret Manager volumes).
 var secretVars = []string{"CORTEX_API_KEY", "ARCHIVER_TOKENS", "WEBHOOK_SECRETS"}
+
+// configured lists the variables that are set (names only, never values), for the start-up log.
+func configured(getenv func(string) string) []string {
+	var names []string
+	for _, n := range envVars {
+		if getenv(n) != "" {
+			names = append(names, n)
+		}
+	}
+	for _, n := range secretVars {
+		if getenv(n+"_FILE") != "" {
+			names = append(names, n+"_FILE")
+		}
+	}
+	return names
+}
 
 // loadConfig reads the environment through getenv. It returns one error listing every missing or
 // invalid variable. In demo mode the tenant settings come from the simulated tenant instead.
@@ -229,6 +244,3 @@ func loadConfig(getenv func(string) string, demo bool, isTerminal bool) (config,
 	}
 	return c, nil
 }
-
-// jobTimeout bounds one archive attempt.
-const jobTimeout = 55 * time.Minute

@@ -25,7 +25,7 @@ type demoTenant struct {
 // startDemoTenant serves a simulated XSIAM tenant with a handful of closed sample cases: alerts with
 // war rooms over several pages, files (one with a hostile name, one the tenant lost), context and
 // risky users.
-func startDemoTenant(logger *slog.Logger) (*demoTenant, error) {
+func startDemoTenant(ctx context.Context, logger *slog.Logger) (*demoTenant, error) {
 	sim := cortexsim.New(cortexsim.Options{Product: "xsiam", Seed: 1})
 	sim.SetRiskyUsers(3)
 	closed := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Millisecond)
@@ -43,7 +43,7 @@ func startDemoTenant(logger *slog.Logger) (*demoTenant, error) {
 	for _, s := range specs {
 		d.Cases = append(d.Cases, sim.AddIncident(s))
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("demo tenant: %w", err)
 	}
@@ -51,7 +51,7 @@ func startDemoTenant(logger *slog.Logger) (*demoTenant, error) {
 	d.srv = &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := d.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("demo tenant stopped", "err", err)
+			logger.ErrorContext(ctx, "demo tenant stopped", "err", err)
 		}
 	}()
 	return d, nil

@@ -15,7 +15,7 @@ import (
 func newLogger(w io.Writer, format string, level slog.Level, project string) *slog.Logger {
 	var h slog.Handler
 	if format == "text" {
-		h = tint.NewHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w)})
+		h = tint.NewTextHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w)})
 	} else {
 		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: cloudLoggingKeys})
 	}

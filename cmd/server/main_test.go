@@ -241,9 +241,9 @@ func TestEndToEndThroughGCSEmulator(t *testing.T) {
 	if m.Source.AlertsArchived != truth.AlertsTotal || m.Source.FilesStored != 2 || m.Source.RiskyUsersCount != 2 || !m.Complete {
 		t.Errorf("manifest source %+v", m.Source)
 	}
-	objs, _, err := gcs.ListObjects("cases", "tenant-a/incidents/"+id+"/"+job.Result.Version+"/", "", false)
-	if err != nil || len(objs) != len(m.Objects)+1 {
-		t.Errorf("bucket has %d objects (%v), manifest lists %d + itself", len(objs), err, len(m.Objects))
+	objs, err := gcs.ListObjectsWithOptionsPaginated("cases", fakestorage.ListOptions{Prefix: "tenant-a/incidents/" + id + "/" + job.Result.Version + "/"})
+	if err != nil || len(objs.Objects) != len(m.Objects)+1 {
+		t.Errorf("bucket has %d objects (%v), manifest lists %d + itself", len(objs.Objects), err, len(m.Objects))
 	}
 	var rep archive.VerifyReport
 	if code := api(t, http.MethodPost, url+"/v1/incidents/"+id+"/archives/latest/verify", adminTok, "", &rep); code != http.StatusOK || rep.Status != "ok" {

@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	logger := newLogger(stderr, cfg.LogFormat, cfg.LogLevel, cfg.Project)
+	logger.InfoContext(ctx, "configuration loaded", "variables_set", configured(getenv), "demo", *demo)
 
 	st, err := store.New(ctx, cfg.ArchiveURL, store.Options{Logger: logger})
 	if err != nil {
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var sample *demoTenant
 	if *demo {
-		if sample, err = startDemoTenant(logger); err != nil {
+		if sample, err = startDemoTenant(ctx, logger); err != nil {
 			return err
 		}
 		defer sample.Close()
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	h := handlers.NewServer(logger, handlers.Config{Tokens: cfg.Tokens, WebhookSecrets: cfg.WebhookSecrets},
 		reg, q, arch, backfill, arch, tasks, st, casearchiver.OpenAPI)
-	ln, err := net.Listen("tcp", ":"+cfg.Port)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", ":"+cfg.Port)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -114,15 +115,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget-500*time.Millisecond)
 	defer cancel()
+	logger.InfoContext(sctx, "shutting down")
 	err = srv.Shutdown(sctx)
 	err = errors.Join(err, backfill.Stop(sctx))
 	if qerr := stopQueue(sctx); qerr != nil && !errors.Is(qerr, context.DeadlineExceeded) {
 		err = errors.Join(err, qerr)
 	}
-	logger.Info("stopped")
+	logger.InfoContext(sctx, "stopped")
 	return err
 }
 
