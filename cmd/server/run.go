@@ -63,6 +63,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer sample.Close()
 		cfg.Cortex.BaseURL, cfg.Cortex.KeyID, cfg.Cortex.Key = sample.URL, sample.KeyID, sample.Key
+		// The simulated tenant has no limits: keep the demo quick unless limits were set explicitly.
+		if getenv("CORTEX_EXTRA_DATA_PER_MINUTE") == "" {
+			cfg.Cortex.ExtraDataPerMinute = 600
+		}
+		if getenv("CORTEX_RATE_LIMIT") == "" {
+			cfg.Cortex.RequestsPerSecond = 200
+		}
 		if len(cfg.Tokens) == 0 {
 			cfg.Tokens = []handlers.Token{{Role: handlers.RoleAdmin, Value: randomToken()}}
 		}
