@@ -64,7 +64,7 @@ func campaignSeed(t *testing.T, def uint64) uint64 {
 // forwarding, drops the connection before forwarding (the server saw nothing), or forwards and then
 // drops the connection (the server committed, the client never hears it).
 type gcsChaos struct {
-	base                       http.RoundTripper
+	base                         http.RoundTripper
 	rate503, rateReset, rateLost float64
 
 	mu       sync.Mutex
@@ -181,20 +181,34 @@ func TestFaultCampaign(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(gcs.Stop)
-	gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: bucket})
-	chaos := &gcsChaos{base: gcs.HTTPClient().Transport, rate503: 0.04, rateReset: 0.02, rateLost: 0.02,
+	chaos := &gcsChaos{base: gcs.HTTPClient().Transport, rate503: 0.08, rateReset: 0.04, rateLost: 0.04,
 		rng: mrand.New(mrand.NewPCG(seed, 0x6c5)), injected: map[string]int{}} //nolint:gosec // reproducible faults
 	sc, err := storage.NewClient(t.Context(), option.WithHTTPClient(&http.Client{Transport: chaos}), option.WithoutAuthentication())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sc.Close() })
-	faulty := store.NewGCS(sc, bucket, "campaign", store.Options{Logger: logger, MaxAttempts: 4,
-		RetryInitialBackoff: time.Millisecond, RetryMaxBackoff: 5 * time.Millisecond, ChunkRetryDeadline: 2 * time.Second})
-	// The checks read through a second, fault-free client: a verdict must not depend on injected faults.
-	clean := store.NewGCS(gcs.Client(), bucket, "campaign", store.Options{Logger: logger})
-	arch := archive.New(logger, client, faulty, archive.Config{Concurrency: 4, ToolVersion: "campaign"})
-	checker := archive.New(logger, client, clean, archive.Config{ToolVersion: "campaign"})
+	// fake-gcs-server finds objects by a linear scan of its bucket, so the campaign spreads its
+	// incidents over buckets of at most perBucket archives to stay linear in n.
+	const perBucket = 20
+	type rigB struct {
+		arch, checker *archive.Archiver
+		clean         *store.Store
+	}
+	rigs := make([]rigB, (n+perBucket-1)/perBucket)
+	for b := range rigs {
+		name := fmt.Sprintf("campaign-%03d", b)
+		gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name})
+		faulty := store.NewGCS(sc, name, "tenant-a", store.Options{Logger: logger, MaxAttempts: 4,
+			RetryInitialBackoff: time.Millisecond, RetryMaxBackoff: 5 * time.Millisecond, ChunkRetryDeadline: 2 * time.Second})
+		// The checks read through a second, fault-free client: a verdict must not depend on injected faults.
+		clean := store.NewGCS(gcs.Client(), name, "tenant-a", store.Options{Logger: logger})
+		rigs[b] = rigB{
+			arch:    archive.New(logger, client, faulty, archive.Config{Concurrency: 4, ToolVersion: "campaign"}),
+			checker: archive.New(logger, client, clean, archive.Config{ToolVersion: "campaign"}),
+			clean:   clean,
+		}
+	}
 
 	ids := make([]string, n)
 	for i := range ids {
@@ -222,13 +236,14 @@ func TestFaultCampaign(t *testing.T) {
 					return
 				}
 				ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-				res, err := arch.Archive(ctx, archive.Request{IncidentID: ids[i], Reason: archive.ReasonManual, RequestedBy: "campaign"}, &archive.Progress{})
+				rb := rigs[i/perBucket]
+				res, err := rb.arch.Archive(ctx, archive.Request{IncidentID: ids[i], Reason: archive.ReasonManual, RequestedBy: "campaign"}, &archive.Progress{})
 				cancel()
 				o := campaignOutcome{id: ids[i], err: err}
 				if err == nil {
-					o.problems = checkComplete(t.Context(), sim, clean, checker, ids[i], res)
+					o.problems = checkComplete(t.Context(), sim, rb.clean, rb.checker, ids[i], res)
 				} else {
-					o.problems = checkFailed(t.Context(), clean, ids[i], err)
+					o.problems = checkFailed(t.Context(), rb.clean, ids[i], err)
 				}
 				outcomes[i] = o
 			}
