@@ -46,6 +46,7 @@ type fakeJobs struct {
 	jobs      map[string]jobs.Job
 	submitted []archive.Request
 	finish    bool // Wait returns the job finished
+	block     bool // Wait blocks until its context is done
 }
 
 func (f *fakeJobs) Submit(_ context.Context, req archive.Request) (jobs.Job, bool, error) {
@@ -74,6 +75,9 @@ func (f *fakeJobs) Get(_ context.Context, id string) (jobs.Job, error) {
 }
 
 func (f *fakeJobs) Wait(ctx context.Context, id string) (jobs.Job, error) {
+	if f.block {
+		<-ctx.Done()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j := f.jobs[id]

@@ -76,6 +76,13 @@ func (s *server) handleTrigger() http.HandlerFunc {
 		w.Header().Set("Location", "/v1/jobs/"+job.ID)
 		if wait && !job.State.Finished() {
 			ctx, cancel := context.WithTimeout(r.Context(), timeout)
+			go func() {
+				select {
+				case <-s.cfg.Draining:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
 			job, err = s.jobs.Wait(ctx, job.ID)
 			cancel()
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {

@@ -63,6 +63,9 @@ type Config struct {
 	MaxWait time.Duration
 	// Now is the clock for webhook timestamps; time.Now when nil.
 	Now func() time.Time
+	// Draining is closed when the server starts shutting down: requests waiting for a job stop
+	// waiting and answer 202 at once, so that shutdown is not held up by them. May be nil.
+	Draining <-chan struct{}
 }
 
 type server struct {

@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"casearchiver/handlers"
 	"casearchiver/jobs"
@@ -274,5 +276,35 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"msg":"request"`) {
 		t.Error("no request log line")
+	}
+}
+
+// TestDrainingEndsWaits: when shutdown starts, a request waiting for its job answers 202 at once
+// instead of holding the shutdown up.
+func TestDrainingEndsWaits(t *testing.T) {
+	t.Parallel()
+	spec, err := os.ReadFile("../openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	draining := make(chan struct{})
+	fj := &fakeJobs{jobs: map[string]jobs.Job{}, block: true}
+	h := handlers.NewServer(slog.New(slog.DiscardHandler), handlers.Config{
+		Tokens: []handlers.Token{{Role: handlers.RoleTrigger, Value: triggerToken}}, Draining: draining,
+	}, prometheus.NewRegistry(), fj, nil, nil, nil, nil, fakePinger{}, spec)
+	e := &env{h: h, jobs: fj}
+	done := make(chan int)
+	go func() {
+		done <- e.do(t, http.MethodPost, "/v1/incidents/42/archive?wait=true&timeout=60s", bearer(triggerToken), "").Code
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(draining)
+	select {
+	case code := <-done:
+		if code != http.StatusAccepted {
+			t.Errorf("status %d, want 202", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting request did not end when the server started draining")
 	}
 }

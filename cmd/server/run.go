@@ -94,7 +94,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errors.Join(err, stopQueue(ctx))
 	}
 
-	h := handlers.NewServer(logger, handlers.Config{Tokens: cfg.Tokens, WebhookSecrets: cfg.WebhookSecrets},
+	draining := make(chan struct{})
+	h := handlers.NewServer(logger, handlers.Config{Tokens: cfg.Tokens, WebhookSecrets: cfg.WebhookSecrets, Draining: draining},
 		reg, q, arch, backfill, arch, tasks, st, casearchiver.OpenAPI)
 	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", ":"+cfg.Port)
 	if err != nil {
@@ -107,6 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(draining) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	addr := ln.Addr().(*net.TCPAddr)
