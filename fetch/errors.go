@@ -203,6 +203,7 @@ func parseAPIError(op string, status int, h http.Header, body []byte, redact fun
 		e.Msg = fields.Message
 		e.Extra = string(fields.ErrorCode)
 	default:
+		trimmed = redact(trimmed) // before the cut, which could split the key and keep its first bytes
 		if len(trimmed) > 512 {
 			trimmed = trimmed[:512] + "..."
 		}
