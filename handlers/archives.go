@@ -3,6 +3,7 @@ package handlers
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
@@ -74,7 +75,12 @@ func (s *server) handleGetObject() http.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		rc, info, err := s.archives.OpenObject(r.Context(), id, version, chi.URLParam(r, "*"))
+		// chi matches on the raw path when the client escaped characters such as '@'.
+		rel, err := url.PathUnescape(chi.URLParam(r, "*"))
+		if err != nil {
+			return invalid(map[string]string{"path": "is not a valid escaped path"})
+		}
+		rc, info, err := s.archives.OpenObject(r.Context(), id, version, rel)
 		if err != nil {
 			return err
 		}

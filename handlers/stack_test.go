@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +96,7 @@ func TestArchiveRoutesOnTheRealPipeline(t *testing.T) {
 		{http.MethodGet, "/v1/incidents/" + id + "/archives/20200101T000000.000Z-00000000", 404},
 		{http.MethodGet, "/v1/incidents/" + id + "/archives/v1", 422},
 		{http.MethodGet, "/v1/incidents/999999/archives/latest", 404},
+		{http.MethodGet, "/v1/incidents/" + id + "/archives/latest/objects/" + strings.ReplaceAll(filePath(t, e, id), "@", "%40"), 200},
 		{http.MethodPost, "/v1/incidents/" + id + "/archives/latest/verify", 200},
 		{http.MethodPost, "/v1/risky-users/snapshot", 201},
 	} {
@@ -198,4 +200,17 @@ func TestTaskRouteRetrySemantics(t *testing.T) {
 			}
 		})
 	}
+}
+
+// filePath returns the path of the first archived file of the incident's latest archive.
+func filePath(t *testing.T, e *env, id string) string {
+	t.Helper()
+	m := decodeBody[archive.Manifest](t, e.do(t, http.MethodGet, "/v1/incidents/"+id+"/archives/latest", bearer(adminToken), ""))
+	for _, o := range m.Objects {
+		if o.EntryID != "" {
+			return o.Path
+		}
+	}
+	t.Fatal("no file in the manifest")
+	return ""
 }
