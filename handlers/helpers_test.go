@@ -214,6 +214,13 @@ func validateResponse(t *testing.T, req *http.Request, body string, rec *httptes
 	router := loadSpec(t)
 	r := req.Clone(context.Background())
 	r.Body = io.NopCloser(strings.NewReader(body))
+	// The spec's {path} of an archived object spans several segments; match it as one.
+	if before, rest, ok := strings.Cut(r.URL.Path, "/objects/"); ok {
+		u := *r.URL
+		u.Path = before + "/objects/" + strings.ReplaceAll(rest, "/", "%2F")
+		u.RawPath = ""
+		r.URL = &u
+	}
 	route, params, err := router.FindRoute(r)
 	if err != nil {
 		if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {
