@@ -114,6 +114,9 @@ type run struct {
 // and only when every object was written; any failure that survived the retries of fetch and store
 // fails the archive and leaves no manifest, so the partial version is never reported as an archive.
 func (a *Archiver) Archive(ctx context.Context, req Request, p *Progress) (Result, error) {
+	if !ValidIncidentID(req.IncidentID) {
+		return Result{}, fmt.Errorf("archive %q: %w: an incident id is 1 to 256 letters, digits, '_', '-' or '.'", req.IncidentID, store.ErrInvalidKey)
+	}
 	started := a.cfg.Now().UTC()
 	inc, err := a.tenant.GetIncident(ctx, req.IncidentID)
 	if err != nil {

@@ -19,6 +19,21 @@ const Latest = "latest"
 
 var versionRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}$`)
 
+// ValidIncidentID reports whether id can name an incident's folder: 1 to 256 letters, digits, '_',
+// '-' or '.', not starting with '.'. Tenant ids are decimal; anything else (a '/' or "..", say, from
+// a hostile tenant's search results or a forged task) must not shape an object key.
+func ValidIncidentID(id string) bool {
+	if id == "" || len(id) > 256 || id[0] == '.' {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidVersion reports whether v has the shape of a version id.
 func ValidVersion(v string) bool { return versionRE.MatchString(v) }
 

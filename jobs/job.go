@@ -151,6 +151,8 @@ func validateRequest(req archive.Request) error {
 		return fmt.Errorf("%w: incident_id is required", ErrInvalid)
 	case len(req.IncidentID) > 256:
 		return fmt.Errorf("%w: incident_id is too long", ErrInvalid)
+	case !archive.ValidIncidentID(req.IncidentID):
+		return fmt.Errorf("%w: incident_id %q is not letters, digits, '_', '-' and '.'", ErrInvalid, req.IncidentID)
 	}
 	return nil
 }
