@@ -30,13 +30,17 @@ import (
 // The three trees are disjoint, so no key can collide with a sidecar or a
 // temporary file, and objects/ stays a plain browsable copy of the archive.
 //
-// Create writes the content to a temporary file in tmp/ (same file system),
-// fsyncs it and links it to objects/<key> with link(2), which fails with
-// EEXIST if the name exists: that link is the atomic, create-only commit
-// point. Only the winner then writes the sidecar (temp file, fsync, rename)
-// and fsyncs the directories. A crash between the two steps leaves an
-// object without sidecar; Stat then recomputes size and checksums from the
-// content and reports DefaultContentType and no metadata.
+// Create writes the content and then its sidecar to temporary files in tmp/
+// (same file system) and makes both durable (barrier 1), then links the
+// content to objects/<key> with link(2), which fails with EEXIST if the name
+// exists: that link is the atomic, create-only commit point. Only the winner
+// then renames its sidecar into meta/<key>, and the new directory entries
+// (and any directories created on the way) are made durable (barrier 2)
+// before Create returns. The barriers of concurrent Creates are shared: one
+// batch of parallel fsyncs serves every Create waiting (group commit, see
+// groupsync.go). A crash before barrier 2 completes may leave an object
+// without sidecar, never a partial object; Stat then recomputes size and
+// checksums from the content and reports DefaultContentType and no metadata.
 //
 // Limitations compared with GCS: a key cannot be both an object and a
 // "directory" of other keys ("a" and "a/b"), because objects are plain
@@ -52,6 +56,7 @@ type localBackend struct {
 	tmp      string
 	pageSize int
 	log      *slog.Logger
+	group    *syncGroup // durability barriers shared by concurrent Creates (groupsync.go)
 }
 
 const copyBufSize = 256 << 10
@@ -77,6 +82,7 @@ func NewLocal(dir string, o Options) (*Store, error) {
 		tmp:      filepath.Join(abs, "tmp"),
 		pageSize: o.ListPageSize,
 		log:      o.Logger,
+		group:    newSyncGroup(),
 	}
 	for _, d := range []string{l.objects, l.meta, l.tmp} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -159,35 +165,75 @@ func (l *localBackend) create(ctx context.Context, name string, r io.Reader, o W
 			break
 		}
 	}
-	if err := tmp.Sync(); err != nil {
+	want := h.written()
+	// The sidecar is prepared now so that one barrier makes both files durable before the commit.
+	scBytes, err := json.Marshal(sidecar{
+		ContentType: o.ContentType, Metadata: o.Metadata, CustomTime: o.CustomTime,
+		Created: time.Now().UTC(), Size: want.Size, SHA256: want.SHA256, CRC32C: want.CRC32C,
+	})
+	if err != nil {
+		return Written{}, err
+	}
+	sc, err := os.CreateTemp(l.tmp, "meta-*")
+	if err != nil {
+		return Written{}, mapOSError(err)
+	}
+	scName := sc.Name()
+	defer func() { _ = os.Remove(scName) }() // fails harmlessly after the rename
+	defer func() { _ = sc.Close() }()
+	if _, err := sc.Write(scBytes); err != nil {
+		return Written{}, mapOSError(err)
+	}
+
+	// Barrier 1: content and sidecar durable before the link can be. A large content file is
+	// flushed by its own Create, so that small Creates never wait for a big flush.
+	files := []*os.File{sc}
+	if want.Size > groupSyncMax {
+		if err := syncFile(tmp); err != nil {
+			return Written{}, mapOSError(err)
+		}
+	} else {
+		files = append(files, tmp)
+	}
+	if err := l.group.barrier(syncReq{files: files}); err != nil {
 		return Written{}, mapOSError(err)
 	}
 	if err := tmp.Close(); err != nil {
 		return Written{}, mapOSError(err)
 	}
+	if err := sc.Close(); err != nil {
+		return Written{}, mapOSError(err)
+	}
 	if err := context.Cause(ctx); err != nil {
 		return Written{}, err
 	}
-	want := h.written()
 
 	dst := l.objPath(name)
-	if err := l.mkdirs(l.objects, filepath.Dir(dst)); err != nil {
+	objDirs, objFresh, err := l.prepareDir(l.objects, filepath.Dir(dst))
+	if err != nil {
 		return Written{}, l.conflict(name, err)
 	}
 	if err := os.Link(tmpName, dst); err != nil {
 		return Written{}, l.conflict(name, err)
 	}
-	// Committed: from here on the object exists; finish its sidecar even if
-	// ctx ends.
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	// Committed: from here on the object exists; finish its sidecar even if ctx ends.
+	metaDst := l.metaPath(name)
+	metaDirs, metaFresh, err := l.prepareDir(l.meta, filepath.Dir(metaDst))
+	if err == nil {
+		// Only the creator of the object writes its sidecar, so a rename (which replaces a
+		// leftover from tampering) is safe here.
+		err = os.Rename(scName, metaDst)
+	}
+	if err != nil {
+		// The object is durable once its directories are; its sidecar is not there.
+		if serr := l.group.barrier(syncReq{dirs: objDirs, fresh: objFresh}); serr != nil {
+			return Written{}, mapOSError(serr)
+		}
+		return Written{}, fmt.Errorf("object stored but its metadata was not: %w", mapOSError(err))
+	}
+	// Barrier 2: the link, the sidecar's name and any new directories durable before Create returns.
+	if err := l.group.barrier(syncReq{dirs: append(objDirs, metaDirs...), fresh: append(objFresh, metaFresh...)}); err != nil {
 		return Written{}, mapOSError(err)
-	}
-	sc := sidecar{
-		ContentType: o.ContentType, Metadata: o.Metadata, CustomTime: o.CustomTime,
-		Created: time.Now().UTC(), Size: want.Size, SHA256: want.SHA256, CRC32C: want.CRC32C,
-	}
-	if err := l.writeSidecar(name, sc); err != nil {
-		return Written{}, fmt.Errorf("object stored but its metadata was not: %w", err)
 	}
 	return want, nil
 }
@@ -204,56 +250,6 @@ func (l *localBackend) conflict(name string, err error) error {
 		return fmt.Errorf("%w: %w", ErrExists, err)
 	}
 	return mapOSError(err)
-}
-
-func (l *localBackend) writeSidecar(name string, sc sidecar) error {
-	b, err := json.Marshal(sc)
-	if err != nil {
-		return err
-	}
-	dst := l.metaPath(name)
-	if err := l.mkdirs(l.meta, filepath.Dir(dst)); err != nil {
-		return mapOSError(err)
-	}
-	f, err := os.CreateTemp(l.tmp, "meta-*")
-	if err != nil {
-		return mapOSError(err)
-	}
-	defer func() { _ = os.Remove(f.Name()) }() // fails harmlessly after the rename
-	if _, err := f.Write(b); err != nil {
-		_ = f.Close()
-		return mapOSError(err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return mapOSError(err)
-	}
-	if err := f.Close(); err != nil {
-		return mapOSError(err)
-	}
-	// Only the creator of the object writes its sidecar, so a rename (which
-	// replaces a leftover from tampering) is safe here.
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return mapOSError(err)
-	}
-	return mapOSError(syncDir(filepath.Dir(dst)))
-}
-
-// mkdirs creates dir (below base) and, if it had to, fsyncs every directory
-// from dir's parent up to base so that the new entries are durable.
-func (l *localBackend) mkdirs(base, dir string) error {
-	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
-	for d := dir; d != base && len(d) > len(base); d = filepath.Dir(d) {
-		if err := syncDir(filepath.Dir(d)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func syncDir(dir string) error {
