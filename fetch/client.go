@@ -172,9 +172,7 @@ func New(cfg Config, hc *http.Client) (*Client, error) {
 		return nil, fmt.Errorf("fetch: invalid config: %w", errors.Join(problems...))
 	}
 
-	if hc == nil {
-		hc = &http.Client{}
-	}
+	hc = withPooledTransport(hc, cfg.MaxConcurrent)
 	c := &Client{cfg: cfg, hc: hc, log: cfg.Logger, base: u, sem: make(chan struct{}, cfg.MaxConcurrent)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -193,6 +191,27 @@ func New(cfg Config, hc *http.Client) (*Client, error) {
 		c.extra = rate.NewLimiter(rate.Limit(float64(cfg.ExtraDataPerMinute)/60), 1)
 	}
 	return c, nil
+}
+
+// withPooledTransport returns hc, or when hc is nil or has no Transport of its own, a copy of it
+// whose transport (a clone of http.DefaultTransport) keeps up to maxConns idle connections to the
+// tenant. The default transport keeps only 2 per host, so with MaxConcurrent requests in flight
+// every request beyond the second opened a new connection (a TLS handshake on a real tenant).
+func withPooledTransport(hc *http.Client, maxConns int) *http.Client {
+	if hc != nil && hc.Transport != nil {
+		return hc
+	}
+	out := &http.Client{}
+	if hc != nil {
+		out = &http.Client{CheckRedirect: hc.CheckRedirect, Jar: hc.Jar, Timeout: hc.Timeout}
+	}
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t := dt.Clone()
+		t.MaxIdleConnsPerHost = max(maxConns, 2)
+		t.MaxIdleConns = max(t.MaxIdleConns, maxConns)
+		out.Transport = t
+	}
+	return out
 }
 
 // Product returns the tenant's product.
