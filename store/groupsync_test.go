@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestLocalGroupCommit runs many concurrent Creates, some racing for the same keys: each key is
@@ -83,8 +84,9 @@ func TestLocalGroupCommitErrors(t *testing.T) { //nolint:paralleltest // replace
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := syncPath
-	t.Cleanup(func() { syncPath = old })
+	old, oldAll := syncPath, syncAll
+	t.Cleanup(func() { syncPath, syncAll = old, oldAll })
+	syncAll = nil // per-item fsyncs, so that failures can be attributed
 	syncPath = func(dir string) error {
 		if strings.Contains(dir, "bad") {
 			return syscall.EIO
@@ -107,5 +109,46 @@ func TestLocalGroupCommitErrors(t *testing.T) { //nolint:paralleltest // replace
 		if (i%4 == 0) != errors.Is(err, syscall.EIO) {
 			t.Errorf("create %d: %v", i, err)
 		}
+	}
+}
+
+// TestLocalGroupCommitSyncfsError: when a large batch is flushed with one syncfs(2) and it fails,
+// every Create of that batch fails; none reports success without durability.
+func TestLocalGroupCommitSyncfsError(t *testing.T) { //nolint:paralleltest // replaces syncAll
+	s, err := NewLocal(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldAll, oldFile := syncAll, syncFile
+	t.Cleanup(func() { syncAll, syncFile = oldAll, oldFile })
+	var calls atomic.Int64
+	syncAll = func(*os.File) error { calls.Add(1); return syscall.EIO }
+	// Slow the individual fsyncs so that concurrent Creates pile up into large batches.
+	syncFile = func(f *os.File) error { time.Sleep(5 * time.Millisecond); return oldFile(f) }
+	var wg sync.WaitGroup
+	errs := make([]error, 64)
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = s.Create(t.Context(), fmt.Sprintf("k/%d", i), strings.NewReader("x"), WriteOptions{})
+		})
+	}
+	wg.Wait()
+	if calls.Load() == 0 {
+		t.Fatal("no batch was large enough for syncfs")
+	}
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("create %d: %v", i, err)
+			}
+			failed++
+			if _, serr := s.Stat(t.Context(), fmt.Sprintf("k/%d", i)); serr == nil {
+				t.Logf("create %d failed after its link was made; a retry meets ErrExists and the archive fails, never silently", i)
+			}
+		}
+	}
+	if failed == 0 {
+		t.Error("a failed syncfs failed no Create")
 	}
 }
