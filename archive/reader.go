@@ -20,9 +20,8 @@ import (
 // maxManifestBytes bounds a manifest read back from the store.
 const maxManifestBytes = 64 << 20
 
-// Versions lists the archive versions of an incident, newest first; complete ones only unless
-// includeIncomplete. A version is complete when its manifest exists.
-func (a *Archiver) Versions(ctx context.Context, incidentID string, includeIncomplete bool) ([]Version, error) {
+// versionNames lists the version folders of an incident, newest first.
+func (a *Archiver) versionNames(ctx context.Context, incidentID string) ([]string, error) {
 	var names []string
 	for o, err := range a.store.List(ctx, incidentPrefix(incidentID), "/") {
 		if err != nil {
@@ -34,6 +33,16 @@ func (a *Archiver) Versions(ctx context.Context, incidentID string, includeIncom
 	}
 	slices.Sort(names)
 	slices.Reverse(names)
+	return names, nil
+}
+
+// Versions lists the archive versions of an incident, newest first; complete ones only unless
+// includeIncomplete. A version is complete when its manifest exists.
+func (a *Archiver) Versions(ctx context.Context, incidentID string, includeIncomplete bool) ([]Version, error) {
+	names, err := a.versionNames(ctx, incidentID)
+	if err != nil {
+		return nil, err
+	}
 	out := []Version{}
 	for _, v := range names {
 		m, err := a.readManifest(ctx, incidentID, v)
@@ -55,16 +64,20 @@ func (a *Archiver) Versions(ctx context.Context, incidentID string, includeIncom
 	return out, nil
 }
 
-// latest returns the manifest of the newest complete version, or ErrNotFound.
+// latest returns the manifest of the newest complete version, or ErrNotFound. It reads manifests
+// newest first and stops at the first one.
 func (a *Archiver) latest(ctx context.Context, incidentID string) (*Manifest, error) {
-	vs, err := a.Versions(ctx, incidentID, false)
+	names, err := a.versionNames(ctx, incidentID)
 	if err != nil {
 		return nil, err
 	}
-	if len(vs) == 0 {
-		return nil, fmt.Errorf("archive: incident %s has no complete archive: %w", incidentID, ErrNotFound)
+	for _, v := range names {
+		m, err := a.readManifest(ctx, incidentID, v)
+		if !errors.Is(err, ErrNotFound) {
+			return m, err
+		}
 	}
-	return a.readManifest(ctx, incidentID, vs[0].Version)
+	return nil, fmt.Errorf("archive: incident %s has no complete archive: %w", incidentID, ErrNotFound)
 }
 
 // IsCurrent reports whether the newest complete archive of the incident is at least as recent as
