@@ -36,7 +36,7 @@ type rig struct {
 
 const bucket = "archive-bucket"
 
-func newRig(t *testing.T, product, backend string) *rig {
+func newRig(t testing.TB, product, backend string) *rig {
 	t.Helper()
 	sim := cortexsim.New(cortexsim.Options{Product: product, Seed: 7})
 	ts := httptest.NewServer(sim)
