@@ -36,11 +36,11 @@ type rig struct {
 
 const bucket = "archive-bucket"
 
-func newRig(t testing.TB, product, backend string) *rig {
-	t.Helper()
+func newRig(tb testing.TB, product, backend string) *rig {
+	tb.Helper()
 	sim := cortexsim.New(cortexsim.Options{Product: product, Seed: 7})
 	ts := httptest.NewServer(sim)
-	t.Cleanup(ts.Close)
+	tb.Cleanup(ts.Close)
 	logger := slog.New(slog.DiscardHandler)
 	client, err := fetch.New(fetch.Config{
 		BaseURL: ts.URL, KeyID: sim.KeyID(), Key: sim.Key(), Product: fetch.Product(product),
@@ -48,22 +48,22 @@ func newRig(t testing.TB, product, backend string) *rig {
 		MaxRetryWait: 5 * time.Second, Logger: logger,
 	}, ts.Client())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	r := &rig{sim: sim}
 	switch backend {
 	case "gcs":
 		r.gcs, err = fakestorage.NewServerWithOptions(fakestorage.Options{NoListener: true})
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		t.Cleanup(r.gcs.Stop)
+		tb.Cleanup(r.gcs.Stop)
 		r.gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: bucket})
 		r.store = store.NewGCS(r.gcs.Client(), bucket, "tenant-a", store.Options{Logger: logger})
 	default:
-		r.dir = t.TempDir()
+		r.dir = tb.TempDir()
 		if r.store, err = store.NewLocal(r.dir, store.Options{Logger: logger}); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 	r.arch = archive.New(logger, client, r.store, archive.Config{Concurrency: 8, ToolVersion: "test"})
