@@ -66,6 +66,10 @@ func (s *server) handleStartBackfill() http.HandlerFunc {
 	}
 	parse := func(v string) time.Time { t, _ := time.Parse(time.RFC3339, v); return t } // validated
 	return handle(s.logger, func(w http.ResponseWriter, r *http.Request) error {
+		wait, timeout, err := s.parseWait(r)
+		if err != nil {
+			return err
+		}
 		body, err := decode[request](r, s.validate, true)
 		if err != nil {
 			return err
@@ -98,6 +102,20 @@ func (s *server) handleStartBackfill() http.HandlerFunc {
 			return nil
 		}
 		w.Header().Set("Location", "/v1/backfill/"+st.ID)
+		if wait {
+			// On Cloud Run with request-based billing the sweep only gets CPU while a request is
+			// open: Cloud Scheduler calls with wait=true so that its request covers the sweep.
+			ctx, cancel := s.waitContext(r, timeout)
+			st, err = s.backfills.Wait(ctx, st.ID)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if st.State != jobs.BackfillRunning {
+				encode(w, http.StatusOK, st)
+				return nil
+			}
+		}
 		encode(w, http.StatusAccepted, st)
 		return nil
 	})

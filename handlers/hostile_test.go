@@ -43,6 +43,10 @@ func (f *fakeBackfills) Get(context.Context, string) (jobs.BackfillStatus, error
 	return jobs.BackfillStatus{}, jobs.ErrNotFound
 }
 
+func (f *fakeBackfills) Wait(ctx context.Context, id string) (jobs.BackfillStatus, error) {
+	return f.Get(ctx, id)
+}
+
 func (f *fakeBackfills) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

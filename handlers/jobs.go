@@ -75,14 +75,7 @@ func (s *server) handleTrigger() http.HandlerFunc {
 			"new_job", created, "reason", req.Reason)
 		w.Header().Set("Location", "/v1/jobs/"+job.ID)
 		if wait && !job.State.Finished() {
-			ctx, cancel := context.WithTimeout(r.Context(), timeout)
-			go func() {
-				select {
-				case <-s.cfg.Draining:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
+			ctx, cancel := s.waitContext(r, timeout)
 			job, err = s.jobs.Wait(ctx, job.ID)
 			cancel()
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -96,6 +89,20 @@ func (s *server) handleTrigger() http.HandlerFunc {
 		encode(w, status, job)
 		return nil
 	})
+}
+
+// waitContext bounds a ?wait=true request: it ends after timeout, with the request, or as soon as
+// the server starts draining, so that waiting requests never hold up a shutdown.
+func (s *server) waitContext(r *http.Request, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	go func() {
+		select {
+		case <-s.cfg.Draining:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // parseWait reads ?wait=true and ?timeout= (a Go duration or seconds, at most MaxWait).

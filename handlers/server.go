@@ -37,6 +37,7 @@ type Archives interface {
 type Backfills interface {
 	Start(ctx context.Context, f jobs.Filter) (jobs.BackfillStatus, error)
 	Get(ctx context.Context, id string) (jobs.BackfillStatus, error)
+	Wait(ctx context.Context, id string) (jobs.BackfillStatus, error)
 }
 
 // RiskyUsers snapshots the tenant's risky-user cards.

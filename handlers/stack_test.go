@@ -138,6 +138,11 @@ func TestBackfillRoutes(t *testing.T) {
 	if st.State != jobs.BackfillSucceeded || st.Enqueued != 5 {
 		t.Errorf("backfill status %+v", st)
 	}
+	// The Cloud Scheduler form: the request stays open until the sweep is done.
+	rec = e.do(t, http.MethodPost, "/v1/backfill?wait=true&timeout=30s", jsonHeader(bearer(adminToken)), `{"force":true}`)
+	if st = decodeBody[jobs.BackfillStatus](t, rec); rec.Code != http.StatusOK || st.State != jobs.BackfillSucceeded || st.Found != 5 {
+		t.Errorf("backfill with wait: %d %+v", rec.Code, st)
+	}
 	for _, tc := range []struct {
 		body string
 		want int
