@@ -124,7 +124,7 @@ func (s *server) handleStartBackfill() http.HandlerFunc {
 func (s *server) handleGetBackfill() http.HandlerFunc {
 	return handle(s.logger, func(w http.ResponseWriter, r *http.Request) error {
 		id := chi.URLParam(r, "backfill_id")
-		if !jobIDPattern.MatchString(id) {
+		if !jobs.ValidID(id) {
 			return invalid(map[string]string{"backfill_id": "is not a backfill id"})
 		}
 		st, err := s.backfills.Get(r.Context(), id)

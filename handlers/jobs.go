@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"casearchiver/archive"
+	"casearchiver/jobs"
 )
 
 func (s *server) handleWhoami() http.HandlerFunc {
@@ -131,13 +131,10 @@ func (s *server) parseWait(r *http.Request) (bool, time.Duration, error) {
 	return wait, timeout, nil
 }
 
-// jobIDPattern is the shape of job ids: they sort by time.
-var jobIDPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
-
 func (s *server) handleGetJob() http.HandlerFunc {
 	return handle(s.logger, func(w http.ResponseWriter, r *http.Request) error {
 		id := chi.URLParam(r, "job_id")
-		if !jobIDPattern.MatchString(id) {
+		if !jobs.ValidID(id) {
 			return invalid(map[string]string{"job_id": "is not a job id"})
 		}
 		job, err := s.jobs.Get(r.Context(), id)

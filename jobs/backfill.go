@@ -379,7 +379,7 @@ func (b *Backfill) Get(ctx context.Context, id string) (BackfillStatus, error) {
 	if run != nil {
 		return run.status(), nil
 	}
-	if !validID(id) {
+	if !ValidID(id) {
 		return BackfillStatus{}, ErrNotFound
 	}
 	var st BackfillStatus

@@ -131,7 +131,7 @@ func TestBackfillArchivesClosedIncidentsWithoutCurrentArchive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != BackfillRunning || !validID(st.ID) {
+	if st.State != BackfillRunning || !ValidID(st.ID) {
 		t.Fatalf("Start = %+v; want running with an id", st)
 	}
 	st, err = b.Wait(waitCtx(t, 10*time.Second), st.ID)

@@ -308,7 +308,7 @@ func (q *CloudTasks) Execute(ctx context.Context, body []byte) error {
 	if err := json.Unmarshal(body, &tb); err != nil {
 		return fmt.Errorf("jobs: execute: %w: decode task body: %w", ErrInvalid, err)
 	}
-	if !validID(tb.JobID) {
+	if !ValidID(tb.JobID) {
 		return fmt.Errorf("jobs: execute: %w: bad job id %q", ErrInvalid, tb.JobID)
 	}
 	if err := validateRequest(tb.Request); err != nil {

@@ -115,7 +115,7 @@ func TestCloudTasksSubmit(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("Submit = %v, %v", created, err)
 	}
-	if !strings.HasPrefix(j.ID, "20261204T153000Z-") || !validID(j.ID) || j.State != StateQueued {
+	if !strings.HasPrefix(j.ID, "20261204T153000Z-") || !ValidID(j.ID) || j.State != StateQueued {
 		t.Errorf("job = %+v; want an id from the close time (minute) and state queued", j)
 	}
 

@@ -51,7 +51,7 @@ func FuzzTaskBody(f *testing.F) {
 		defer rs.mu.Unlock()
 		for k := range rs.objects {
 			id, _, ok := strings.Cut(strings.TrimPrefix(k, jobsPrefix), "/")
-			if !strings.HasPrefix(k, jobsPrefix) || !ok || !validID(id) {
+			if !strings.HasPrefix(k, jobsPrefix) || !ok || !ValidID(id) {
 				t.Fatalf("record %q outside jobs/<job_id>/", k)
 			}
 		}

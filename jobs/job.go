@@ -129,8 +129,8 @@ func newID(now time.Time) string {
 	return now.UTC().Format(idTimeLayout) + "-" + hex.EncodeToString(b[:])
 }
 
-// validID reports whether id has the shape of a job or backfill id, so that it is safe in a key.
-func validID(id string) bool { return idPattern.MatchString(id) }
+// ValidID reports whether id has the shape of a job or backfill id, so that it is safe in a key.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // requestRecord is the content of request.json: what was accepted.
 type requestRecord struct {
@@ -200,7 +200,7 @@ func listJobs(ctx context.Context, rs RecordStore, prefix string) (map[string]*j
 			return nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
 		id, name, ok := strings.Cut(strings.TrimPrefix(o.Key, jobsPrefix), "/")
-		if !ok || !validID(id) {
+		if !ok || !ValidID(id) {
 			continue
 		}
 		k := out[id]
@@ -223,7 +223,7 @@ func listJobs(ctx context.Context, rs RecordStore, prefix string) (map[string]*j
 // loadJob rebuilds a job from its records: request.json, then result.json if present, else the
 // attempt markers (queued without any, running with some).
 func loadJob(ctx context.Context, rs RecordStore, id string) (Job, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return Job{}, ErrNotFound
 	}
 	var rr requestRecord

@@ -26,7 +26,7 @@ func TestLocalSubmitRunsAndRecords(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("Submit = %v, %v; want created", created, err)
 	}
-	if !validID(j.ID) || j.State != StateQueued && j.State != StateRunning {
+	if !ValidID(j.ID) || j.State != StateQueued && j.State != StateRunning {
 		t.Fatalf("Submit job = %+v", j)
 	}
 	if _, err := rs.Open(t.Context(), requestKey(j.ID)); err != nil {
