@@ -28,8 +28,13 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// shutdownBudget is how long the server takes to stop after SIGTERM: Cloud Run kills it 10 s later.
-const shutdownBudget = 8 * time.Second
+// shutdownBudget is how long the server may take to stop after SIGTERM: Cloud Run kills it 10 s
+// later. In-flight requests and running jobs get shutdownGrace of it; the rest is margin for a loaded
+// machine. Jobs still running then are cancelled and resume from the store on the next start.
+const (
+	shutdownBudget = 8 * time.Second
+	shutdownGrace  = shutdownBudget - 2*time.Second
+)
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
@@ -124,7 +129,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget-500*time.Millisecond)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	logger.InfoContext(sctx, "shutting down")
 	err = srv.Shutdown(sctx)
