@@ -37,22 +37,29 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 // flexInt decodes a JSON number (integral or not), a numeric string or null.
 type flexInt int64
 
-func (i *flexInt) UnmarshalJSON(b []byte) error {
+// scalarText returns the trimmed text of a JSON number or string, and "" for null or an empty string.
+func scalarText(b []byte) (string, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || string(b) == "null" {
-		*i = 0
-		return nil
+		return "", nil
 	}
 	s := string(b)
 	if b[0] == '"' {
 		if err := json.Unmarshal(b, &s); err != nil {
-			return err
+			return "", err
 		}
-		s = strings.TrimSpace(s)
-		if s == "" {
-			*i = 0
-			return nil
-		}
+	}
+	return strings.TrimSpace(s), nil
+}
+
+func (i *flexInt) UnmarshalJSON(b []byte) error {
+	s, err := scalarText(b)
+	if err != nil {
+		return err
+	}
+	if s == "" {
+		*i = 0
+		return nil
 	}
 	if v, err := strconv.ParseInt(s, 10, 64); err == nil {
 		*i = flexInt(v)
@@ -88,17 +95,9 @@ func (v *flexBool) UnmarshalJSON(b []byte) error {
 type flexTime time.Time
 
 func (t *flexTime) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || string(b) == "null" {
-		*t = flexTime{}
-		return nil
-	}
-	s := string(b)
-	if b[0] == '"' {
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		s = strings.TrimSpace(s)
+	s, err := scalarText(b)
+	if err != nil {
+		return err
 	}
 	if s == "" {
 		*t = flexTime{}
